@@ -74,16 +74,21 @@ class ConfigModule(nn.Module):
         """
         path = Path(path)
         with atomic_dir(path) as tmp:
-            meta = self.config_dict() | (extra or {})
-            (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
-            state = {}
-            for k, v in self.state_dict().items():
-                v = v.detach().cpu()
-                if dtype is not None and v.is_floating_point():
-                    v = v.to(dtype)
-                state[k] = v.contiguous()
-            save_file(state, str(tmp / WEIGHTS_NAME), metadata={"class": type(self).__name__})
+            self.write_files(tmp, dtype, extra)
         return path
+
+    def write_files(self, folder: Path, dtype: torch.dtype | None = None, extra: dict[str, Any] | None = None) -> None:
+        """Write config.json + model.safetensors into an existing (temporary) folder."""
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = self.config_dict() | (extra or {})
+        (folder / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
+        state = {}
+        for k, v in self.state_dict().items():
+            v = v.detach().cpu()
+            if dtype is not None and v.is_floating_point():
+                v = v.to(dtype)
+            state[k] = v.contiguous()
+        save_file(state, str(folder / WEIGHTS_NAME), metadata={"class": type(self).__name__})
 
     @classmethod
     def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "ConfigModule":

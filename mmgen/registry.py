@@ -49,7 +49,9 @@ def preset_info(name: str) -> Preset:
 def create_model(name: str, **overrides: Any):
     """Build preset ``name`` with keyword overrides (typed by the config dataclass)."""
     p = preset_info(name)
-    cfg = from_dict(p.cls.config_class, dict(p.defaults))
+    # A default may be a zero-argument callable, resolved lazily (e.g. a vocabulary that needs open_clip).
+    defaults = {k: v() if callable(v) else v for k, v in p.defaults.items()}
+    cfg = from_dict(p.cls.config_class, defaults)
     if overrides:
         cfg = apply_overrides(cfg, overrides)
     return p.cls(cfg)

@@ -1,0 +1,58 @@
+"""KV cache that grows by groups of any size (one token, one VAR scale, one NBP block).
+
+One ``LayerCache`` per transformer layer. With ``max_len`` the buffers are preallocated once
+(no re-allocation per step); without, they grow by concatenation. The batch dimension is
+whatever the caller runs: for classifier-free guidance the generator runs the doubled batch
+``[cond; uncond]`` through one cache.
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["LayerCache", "KVCache"]
+
+
+class LayerCache:
+    def __init__(self, max_len: int | None = None) -> None:
+        self.max_len = max_len
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+        self.length = 0
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append ``(B, H, n, D)`` keys/values; return all keys/values so far."""
+        n = k.shape[2]
+        if self.k is not None and k.shape[0] != self.k.shape[0]:
+            raise ValueError(f"batch size changed inside a KV cache: {self.k.shape[0]} -> {k.shape[0]}")
+        if self.max_len is None:
+            self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
+            self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
+            self.length += n
+            return self.k, self.v
+        if self.length + n > self.max_len:
+            raise ValueError(f"KV cache overflow: {self.length} + {n} > max_len {self.max_len}")
+        if self.k is None:
+            shape = (k.shape[0], k.shape[1], self.max_len, k.shape[3])
+            self.k = k.new_empty(shape)
+            self.v = v.new_empty(shape)
+        self.k[:, :, self.length : self.length + n] = k
+        self.v[:, :, self.length : self.length + n] = v
+        self.length += n
+        return self.k[:, :, : self.length], self.v[:, :, : self.length]
+
+
+class KVCache:
+    """Per-layer caches plus the shared current length (the absolute position of the next token)."""
+
+    def __init__(self, num_layers: int, max_len: int | None = None) -> None:
+        self.layers = [LayerCache(max_len) for _ in range(num_layers)]
+
+    @property
+    def length(self) -> int:
+        return self.layers[0].length
+
+    def __getitem__(self, i: int) -> LayerCache:
+        return self.layers[i]
+
+    def __len__(self) -> int:
+        return len(self.layers)

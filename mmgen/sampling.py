@@ -1,0 +1,100 @@
+"""Sampler settings and the logits processing every categorical generator shares.
+
+``SamplerConfig`` is saved next to every sample and metric it produced. Classifier-free guidance
+uses ``uncond + s * (cond - uncond)``: ``s = 1`` is no guidance; the schedule moves ``s`` from 1 to
+``cfg_scale`` over generation progress (constant, linear as in VAR, power-cosine as in RAR/MUSE).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+__all__ = ["SamplerConfig", "cfg_scale_at", "guide", "sample_logits", "filter_logits"]
+
+CFG_SCHEDULES = ("constant", "linear", "power-cosine")
+
+
+@dataclass
+class SamplerConfig:
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
+    cfg_scale: float = 1.0  # 1 = no guidance
+    cfg_schedule: Literal["constant", "linear", "power-cosine"] = "constant"
+    cfg_power: float = 2.75  # exponent of the power-cosine schedule
+    flow_steps: int = 25  # ODE/SDE steps for flow heads
+    token_budget: int = 0  # 0 = all tokens (flexible-length tokenizers)
+    use_cache: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> "SamplerConfig":
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.cfg_scale < 0:
+            raise ValueError(f"cfg_scale must be >= 0, got {self.cfg_scale}")
+        if self.cfg_schedule not in CFG_SCHEDULES:
+            raise ValueError(f"cfg_schedule must be one of {CFG_SCHEDULES}, got {self.cfg_schedule!r}")
+        if self.flow_steps < 1:
+            raise ValueError(f"flow_steps must be >= 1, got {self.flow_steps}")
+        if self.token_budget < 0:
+            raise ValueError(f"token_budget must be >= 0, got {self.token_budget}")
+        return self
+
+    @property
+    def guided(self) -> bool:
+        return self.cfg_scale != 1.0
+
+    def generator(self, device: torch.device | str) -> torch.Generator:
+        """A fresh RNG seeded with ``seed``: the same seed gives the same samples."""
+        return torch.Generator(device=device).manual_seed(self.seed)
+
+
+def cfg_scale_at(cfg: SamplerConfig, progress: float) -> float:
+    """Guidance scale at ``progress`` in [0, 1] (fraction of the sequence generated)."""
+    progress = min(max(progress, 0.0), 1.0)
+    if cfg.cfg_schedule == "constant":
+        w = 1.0
+    elif cfg.cfg_schedule == "linear":
+        w = progress
+    else:
+        w = (1 - math.cos(math.pi * progress**cfg.cfg_power)) / 2
+    return 1.0 + (cfg.cfg_scale - 1.0) * w
+
+
+def guide(logits: torch.Tensor, scale: float) -> torch.Tensor:
+    """Combine a ``[cond; uncond]`` doubled batch into guided logits of half the batch."""
+    cond, uncond = logits.chunk(2, dim=0)
+    return uncond + scale * (cond - uncond)
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Top-k then nucleus filtering on the last dimension (filtered entries become -inf)."""
+    if top_k > 0 and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, idx = torch.sort(logits, dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        drop = probs.cumsum(-1) - probs > top_p  # keep the smallest set whose mass reaches top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, idx, sorted_logits)
+    return logits
+
+
+def sample_logits(logits: torch.Tensor, cfg: SamplerConfig, rng: torch.Generator | None = None) -> torch.Tensor:
+    """Sample ids from ``logits (..., V)`` with temperature, top-k and top-p."""
+    logits = filter_logits(logits.float() / cfg.temperature, cfg.top_k, cfg.top_p)
+    probs = logits.softmax(-1)
+    flat = probs.reshape(-1, probs.shape[-1])
+    ids = torch.multinomial(flat, 1, generator=rng)
+    return ids.reshape(probs.shape[:-1])

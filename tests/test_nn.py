@@ -1,0 +1,142 @@
+"""Structural masks, the attention dispatcher, RoPE and the KV cache."""
+import pytest
+import torch
+
+from mmgen.nn.attention import attention, attention_backend, available_backends, current_backend
+from mmgen.nn.layers import RotaryEmbedding, apply_rotary
+from mmgen.nn.masks import BlockCausal, Causal, Full, all_visible, dense_mask
+from mmgen.nn.transformer import Transformer, TransformerConfig
+
+
+def reference_dense(mask, n):
+    """Independent, loop-based reference of each mask's semantics."""
+    m = torch.zeros(n, n, dtype=torch.bool)
+    if isinstance(mask, Full):
+        return ~m
+    if isinstance(mask, Causal):
+        for i in range(n):
+            for j in range(n):
+                m[i, j] = j <= i or j < mask.prefix
+        return m
+    block = [0] * mask.prefix
+    for k, size in enumerate(mask.sizes):
+        block += [k + 1] * size
+    for i in range(n):
+        for j in range(n):
+            m[i, j] = block[j] <= block[i]
+    return m
+
+
+MASKS = [Causal(), Causal(prefix=3), BlockCausal((1, 4, 9)), BlockCausal((1, 4, 7), prefix=2), BlockCausal((3, 3, 3, 5)), Full()]
+
+
+@pytest.mark.parametrize("mask", MASKS, ids=str)
+def test_mask_equals_dense_reference(mask):
+    n = 14
+    assert torch.equal(dense_mask(mask, n, n), reference_dense(mask, n))
+    # a suffix of queries (cached decoding) sees the same rows
+    assert torch.equal(dense_mask(mask, 5, n, q_offset=n - 5), reference_dense(mask, n)[n - 5 :])
+
+
+def test_all_visible_fast_path_is_exact():
+    for mask in MASKS:
+        ref = reference_dense(mask, 14)
+        for off in range(14):
+            for q_len in range(1, 14 - off + 1):
+                kv = off + q_len
+                assert all_visible(mask, q_len, kv, off) == bool(ref[off : off + q_len, :kv].all()), (mask, off, q_len)
+
+
+def test_bad_masks_raise():
+    with pytest.raises(ValueError, match="positive"):
+        BlockCausal((1, 0))
+    with pytest.raises(ValueError, match="longer"):
+        dense_mask(BlockCausal((1, 2)), 5, 5)
+
+
+@pytest.mark.parametrize("mask", MASKS + [None], ids=str)
+def test_backends_agree(mask):
+    q, k, v = torch.randn(3, 2, 4, 14, 16).unbind(0)
+    with attention_backend("eager"):
+        ref = attention(q, k, v, mask)
+    with attention_backend("sdpa"):
+        out = attention(q, k, v, mask)
+    assert torch.allclose(out, ref, atol=1e-5)
+    # a fully masked-out query would give NaN; check there is none
+    assert not torch.isnan(out).any()
+
+
+def test_backend_selection(monkeypatch):
+    monkeypatch.setenv("MMGEN_ATTN_BACKEND", "eager")
+    assert current_backend() == "eager"
+    with attention_backend("sdpa"):
+        assert current_backend() == "sdpa"
+    assert current_backend() == "eager"
+    monkeypatch.setenv("MMGEN_ATTN_BACKEND", "flash9")
+    with pytest.raises(ValueError, match="unknown attention backend"):
+        current_backend()
+    assert "xformers" not in available_backends("cpu")
+    with attention_backend("xformers"), pytest.raises(RuntimeError, match="CUDA"):
+        attention(*torch.randn(3, 1, 1, 2, 8).unbind(0))
+
+
+def test_rope_is_relative_and_1d_equivalent():
+    rope = RotaryEmbedding(24, axes=3)
+    q, k = torch.randn(2, 1, 1, 1, 24).unbind(0)
+    def score(pq, pk):
+        cq, sq = rope(torch.tensor([pq], dtype=torch.float))
+        ck, sk = rope(torch.tensor([pk], dtype=torch.float))
+        return (apply_rotary(q, cq, sq) * apply_rotary(k, ck, sk)).sum()
+    # depends on the offset only
+    assert torch.allclose(score([5, 5, 5], [2, 2, 2]), score([13, 13, 13], [10, 10, 10]), atol=1e-4)
+    assert not torch.allclose(score([5, 5, 5], [2, 2, 2]), score([5, 5, 5], [3, 3, 3]), atol=1e-4)
+    with pytest.raises(ValueError):
+        rope(torch.zeros(3, 2))
+
+
+def _random_transformer(adaln):
+    cfg = TransformerConfig(dim=48, depth=2, heads=4, adaln_dim=16 if adaln else 0)
+    m = Transformer(cfg).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.2)  # non-trivial weights (AdaLN gates start at zero)
+    return m
+
+
+@pytest.mark.parametrize("adaln", [False, True])
+@pytest.mark.parametrize("mask,groups", [(Causal(prefix=3), [3, 1, 1, 1, 2, 1, 1]), (BlockCausal((2, 1, 4, 3)), [2, 1, 4, 3]), (BlockCausal((1, 4, 5), prefix=0), [1, 4, 5])])
+def test_kv_cache_equals_full_forward(adaln, mask, groups):
+    m = _random_transformer(adaln)
+    n = sum(groups)
+    x = torch.randn(2, n, 48)
+    pos = torch.arange(n).float()[:, None].repeat(1, 3)
+    c = torch.randn(2, 16) if adaln else None
+    full = m(x, pos, mask, cond=c)
+    for max_len in (None, n):
+        cache, outs, i = m.new_cache(max_len), [], 0
+        for g in groups:
+            outs.append(m(x[:, i : i + g], pos[i : i + g], mask, cache=cache, cond=c))
+            i += g
+        assert torch.allclose(torch.cat(outs, 1), full, atol=1e-5)
+        assert cache.length == n
+
+
+def test_kv_cache_cfg_doubled_batch():
+    """Running [cond; uncond] through one cache equals running each half alone."""
+    m = _random_transformer(False)
+    x = torch.randn(4, 6, 48)
+    pos = torch.arange(6).float()[:, None].repeat(1, 3)
+    both, halves = m.new_cache(), [m.new_cache(), m.new_cache()]
+    out_both = torch.cat([m(x[:, i : i + 1], pos[i : i + 1], Causal(), cache=both) for i in range(6)], 1)
+    out_halves = [torch.cat([m(x[2 * h : 2 * h + 2, i : i + 1], pos[i : i + 1], Causal(), cache=halves[h]) for i in range(6)], 1) for h in range(2)]
+    assert torch.allclose(out_both, torch.cat(out_halves), atol=1e-5)
+    with pytest.raises(ValueError, match="batch size changed"):
+        m(x[:1, :1], pos[:1], Causal(), cache=both)
+
+
+def test_kv_cache_overflow_is_an_error():
+    m = _random_transformer(False)
+    cache = m.new_cache(max_len=2)
+    pos = torch.zeros(3, 3)
+    with pytest.raises(ValueError, match="overflow"):
+        m(torch.randn(1, 3, 48), pos, Causal(), cache=cache)
