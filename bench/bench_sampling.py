@@ -1,0 +1,85 @@
+"""Sampling speed on this machine: VAR vs raster (with and without KV cache), same backbone, 8x8 final grid.
+
+Speed does not depend on trained weights, so freshly built tiny presets are used (plus the shipped
+checkpoints when present, as a check). Prints a table and writes JSON.
+
+    python bench/bench_sampling.py --batch 16 --repeats 3 --json bench/results/sampling_cpu.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+import mmgen
+from mmgen.models.base import tokenizer_overrides
+from mmgen.pipeline import Pipeline
+from mmgen.sampling import SamplerConfig
+
+
+def build(gen_name: str, tok_name: str) -> Pipeline:
+    tok = mmgen.create_tokenizer(tok_name)
+    gen = mmgen.create_generator(gen_name, **tokenizer_overrides(tok))
+    return Pipeline(gen, tok)
+
+
+def time_pipeline(pipe: Pipeline, prompts: list[str], sampler: SamplerConfig, repeats: int) -> float:
+    pipe(prompt=prompts[:2], sampler=sampler)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        pipe(prompt=prompts, sampler=sampler)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    ap.add_argument("--cfg", type=float, default=2.0)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    prompts = ["a large red circle at the top left and a small blue square at the center"] * args.batch
+    rows = []
+    setups = [
+        ("var-tiny", "msvq-tiny", True),
+        ("raster-tiny", "vq-tiny", True),
+        ("raster-tiny", "vq-tiny", False),
+    ]
+    for gen_name, tok_name, cache in setups:
+        pipe = build(gen_name, tok_name)
+        sampler = SamplerConfig(cfg_scale=args.cfg, use_cache=cache, seed=0)
+        sec = time_pipeline(pipe, prompts, sampler, args.repeats)
+        rows.append({
+            "generator": gen_name, "tokenizer": tok_name, "kv_cache": cache,
+            "params_M": round(pipe.generator.num_params() / 1e6, 3),
+            "forward_passes": pipe.generator.forward_passes() if cache else None,
+            "batch": args.batch, "seconds": round(sec, 4), "images_per_s": round(args.batch / sec, 2),
+        })
+    by = {(r["generator"], r["kv_cache"]): r["images_per_s"] for r in rows}
+    summary = {
+        "var_vs_raster_cached": by[("var-tiny", True)] / by[("raster-tiny", True)],
+        "raster_cache_speedup": by[("raster-tiny", True)] / by[("raster-tiny", False)],
+    }
+    machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, cfg={args.cfg}"
+    print(f"sampling speed ({machine})")
+    print(f"{'generator':14s} {'tokenizer':10s} {'cache':6s} {'params':>7s} {'passes':>7s} {'img/s':>8s}")
+    for r in rows:
+        print(f"{r['generator']:14s} {r['tokenizer']:10s} {str(r['kv_cache']):6s} {r['params_M']:6.2f}M {str(r['forward_passes']):>7s} {r['images_per_s']:8.2f}")
+    print(f"VAR / raster(cached): {summary['var_vs_raster_cached']:.1f}x   raster cache / no cache: {summary['raster_cache_speedup']:.1f}x")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"machine": machine, "rows": rows, "summary": summary}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

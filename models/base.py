@@ -1,0 +1,212 @@
+"""What every generator shares: config fields, conditioning, tokenizer binding, batch preparation.
+
+A generator is "tokens, grouped, ordered, masked, predicted" (design.md §2): subclasses choose a
+schedule (groups, mask, positions) and a head, and inherit the rest from here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Sequence
+
+import torch
+from torch import nn
+
+from mmgen.modeling import ConfigModule
+from mmgen.nn.transformer import TransformerConfig
+from mmgen.sampling import SamplerConfig
+from mmgen.text import TextTokenizer
+from mmgen.tokens import Layout, Tokens, layout_from_dict
+
+__all__ = ["GeneratorConfig", "Condition", "CondEmbedder", "Generator", "tokenizer_overrides", "Callback"]
+
+Callback = Callable[[int, int, Tokens], None]  # (step, total_steps, partial tokens)
+
+
+@dataclass
+class GeneratorConfig:
+    vocab_size: int = 512
+    layout: dict = field(default_factory=lambda: {"type": "grid", "h": 8, "w": 8})
+    token_dim: int = 8  # dimension of the tokenizer's code vectors (VAR feeds them back in)
+    image_size: int = 32
+    cond: Literal["text", "class", "none"] = "text"
+    num_classes: int = 21
+    text_context: int = 24  # text positions, start/end tokens included
+    text_vocab: list[int] = field(default_factory=list)  # compact BPE subset; empty = full vocabulary
+    cond_dropout: float = 0.1  # probability of the null condition while training (enables CFG)
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+
+
+@dataclass
+class Condition:
+    """Conditioning of a batch: class labels ``(B,)`` or text ids ``(B, L)``, or just a batch size."""
+
+    batch_size: int
+    labels: torch.Tensor | None = None
+    text: torch.Tensor | None = None
+
+    def to(self, device) -> "Condition":
+        return Condition(self.batch_size, None if self.labels is None else self.labels.to(device), None if self.text is None else self.text.to(device))
+
+    def cat(self, other: "Condition") -> "Condition":
+        """Concatenate along the batch (used for the ``[cond; uncond]`` CFG batch)."""
+        cat = lambda a, b: None if a is None else torch.cat([a, b])  # noqa: E731
+        return Condition(self.batch_size + other.batch_size, cat(self.labels, other.labels), cat(self.text, other.text))
+
+
+def tokenizer_overrides(tokenizer) -> dict[str, Any]:
+    """Generator config fields that must agree with the tokenizer it is trained on."""
+    return {
+        "vocab_size": tokenizer.vocab_size,
+        "layout": tokenizer.layout.to_dict(),
+        "token_dim": tokenizer.codebook_dim,
+        "image_size": tokenizer.image_size,
+    }
+
+
+class CondEmbedder(nn.Module):
+    """Condition -> prefix token embeddings ``(B, P, dim)`` and a pooled vector ``(B, dim)``.
+
+    Class labels use one extra "null" row for classifier-free guidance; text uses the empty prompt as
+    its null condition, so a negative prompt is simply another text.
+    """
+
+    def __init__(self, cfg: GeneratorConfig) -> None:
+        super().__init__()
+        dim = cfg.transformer.dim
+        self.kind = cfg.cond
+        if cfg.cond == "class":
+            self.embed = nn.Embedding(cfg.num_classes + 1, dim)
+            self.prefix_len = 1
+        elif cfg.cond == "text":
+            self.text_tokenizer = TextTokenizer(cfg.text_context, cfg.text_vocab)
+            self.embed = nn.Embedding(self.text_tokenizer.vocab_size, dim)
+            self.prefix_len = cfg.text_context
+        else:
+            self.embed = nn.Embedding(1, dim)  # a learned start token
+            self.prefix_len = 1
+        nn.init.normal_(self.embed.weight, std=0.02)
+        self.num_classes = cfg.num_classes
+
+    def null(self, batch_size: int, device) -> Condition:
+        if self.kind == "class":
+            return Condition(batch_size, labels=torch.full((batch_size,), self.num_classes, device=device))
+        if self.kind == "text":
+            return Condition(batch_size, text=self.text_tokenizer([""] * batch_size).to(device))
+        return Condition(batch_size)
+
+    def drop(self, cond: Condition, p: float) -> Condition:
+        """Replace each sample's condition by the null one with probability ``p`` (training)."""
+        if p <= 0 or self.kind == "none":
+            return cond
+        device = (cond.labels if cond.labels is not None else cond.text).device
+        keep = torch.rand(cond.batch_size, device=device) >= p
+        null = self.null(cond.batch_size, device)
+        if self.kind == "class":
+            return Condition(cond.batch_size, labels=torch.where(keep, cond.labels, null.labels))
+        return Condition(cond.batch_size, text=torch.where(keep[:, None], cond.text, null.text))
+
+    def forward(self, cond: Condition) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.kind == "class":
+            if cond.labels is None:
+                raise ValueError("this generator is class-conditional: pass labels")
+            if cond.labels.min() < 0 or cond.labels.max() > self.num_classes:
+                raise ValueError(f"labels must be in [0, {self.num_classes}) (or {self.num_classes} = null), got {cond.labels.tolist()}")
+            e = self.embed(cond.labels)
+            return e[:, None], e
+        if self.kind == "text":
+            if cond.text is None:
+                raise ValueError("this generator is text-conditional: pass a prompt")
+            e = self.embed(cond.text)
+            valid = (cond.text != self.text_tokenizer.pad).float()[..., None]
+            return e, (e * valid).sum(1) / valid.sum(1).clamp(min=1)
+        e = self.embed.weight[None].expand(cond.batch_size, -1, -1)
+        return e, e[:, 0]
+
+
+class Generator(ConfigModule):
+    """Base class: ``forward(tokens, cond) -> (loss, logs)``; ``generate(cond, sampler, callback) -> Tokens``."""
+
+    kind = "generator"
+    config_class = GeneratorConfig
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        super().__init__(config)
+        self.layout: Layout = layout_from_dict(self.config.layout)
+        self.cond_embed = CondEmbedder(self.config)
+        self._tokenizer = None
+
+    # ----- tokenizer binding (the tokenizer is not a submodule: it is frozen and saved separately)
+    def bind_tokenizer(self, tokenizer) -> "Generator":
+        expected = tokenizer_overrides(tokenizer)
+        mine = {"vocab_size": self.config.vocab_size, "layout": layout_from_dict(self.config.layout).to_dict(), "token_dim": self.config.token_dim, "image_size": self.config.image_size}
+        bad = {k: (mine[k], v) for k, v in expected.items() if mine[k] != v}
+        if bad:
+            raise ValueError(f"tokenizer does not match this generator (generator value, tokenizer value): {bad}")
+        tokenizer.requires_grad_(False).eval()
+        self.__dict__["_tokenizer"] = tokenizer  # plain attribute: not registered, not saved
+        return self
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            raise RuntimeError("no tokenizer bound: call generator.bind_tokenizer(tokenizer) first")
+        return self._tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ----- conditions
+    def make_condition(self, prompts: Sequence[str] | None = None, labels: Sequence[int] | torch.Tensor | None = None, batch_size: int | None = None) -> Condition:
+        """Build a Condition from user input, validating it against the model's conditioning."""
+        kind = self.config.cond
+        if kind == "text":
+            if prompts is None:
+                raise ValueError("this model is text-conditional: give a prompt")
+            return Condition(len(prompts), text=self.cond_embed.text_tokenizer(list(prompts)).to(self.device))
+        if kind == "class":
+            if labels is None:
+                raise ValueError(f"this model is class-conditional: give a label in [0, {self.config.num_classes})")
+            labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+            if labels.min() < 0 or labels.max() >= self.config.num_classes:
+                raise ValueError(f"labels must be in [0, {self.config.num_classes}), got {labels.tolist()}")
+            return Condition(len(labels), labels=labels.to(self.device))
+        if batch_size is None:
+            raise ValueError("this model is unconditional: give a batch size")
+        return Condition(batch_size)
+
+    def prepare_batch(self, batch: dict) -> tuple[Tokens, Condition]:
+        """Dataset batch ``{pixels, caption?, label?}`` -> (tokens from the bound tokenizer, condition)."""
+        pixels = batch["pixels"].to(self.device)
+        with torch.no_grad():
+            tokens = self.tokenizer.encode(pixels)
+        kind = self.config.cond
+        if kind == "text":
+            if "caption" not in batch:
+                raise KeyError("a text-conditional generator needs batches with 'caption'")
+            cond = self.make_condition(prompts=batch["caption"])
+        elif kind == "class":
+            if "label" not in batch:
+                raise KeyError("a class-conditional generator needs batches with 'label'")
+            cond = self.make_condition(labels=batch["label"])
+        else:
+            cond = Condition(pixels.shape[0])
+        return tokens, cond
+
+    def cfg_batch(self, cond: Condition, sampler: SamplerConfig, negative: Condition | None = None) -> Condition:
+        """``[cond; uncond]`` when guidance is on, else ``cond``."""
+        if not sampler.guided:
+            return cond
+        return cond.cat(negative if negative is not None else self.cond_embed.null(cond.batch_size, self.device))
+
+    # ----- the interface subclasses implement
+    def forward(self, tokens: Tokens, cond: Condition) -> tuple[torch.Tensor, dict]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def generate(self, cond: Condition, sampler: SamplerConfig | None = None, callback: Callback | None = None) -> Tokens:
+        raise NotImplementedError
+
+    def forward_passes(self) -> int:
+        """Transformer forward passes per sample at generation time (with cache)."""
+        raise NotImplementedError

@@ -1,0 +1,133 @@
+"""Raster next-token generator (LlamaGen style): one token per AR step, causal attention.
+
+Sequence: ``[condition prefix] + tok(0..N-2)``; the output at the position before token ``n``
+predicts token ``n``. Class conditions are one prefix token, text is a prefix of BPE tokens that
+see each other bidirectionally (``Causal(prefix=P)``). Positions are multi-axis RoPE: the prefix
+is 1D, image tokens carry their ``(row, col)`` on the grid.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmgen.nn.masks import Causal
+from mmgen.nn.transformer import Transformer, TransformerConfig
+from mmgen.registry import register_preset
+from mmgen.sampling import SamplerConfig, cfg_scale_at, guide, sample_logits
+from mmgen.tokens import GridLayout, Tokens
+from mmgen.models.base import Callback, Condition, Generator, GeneratorConfig
+from mmgen.text import shapes_text_vocab
+
+__all__ = ["RasterConfig", "RasterGenerator", "grid_positions"]
+
+
+@dataclass
+class RasterConfig(GeneratorConfig):
+    pass
+
+
+def grid_positions(prefix: int, h: int, w: int) -> torch.Tensor:
+    """``(prefix + h*w, 3)`` M-RoPE coordinates: ``(i,i,i)`` for the prefix, ``(P, P+r, P+c)`` on the grid."""
+    cpu = torch.device("cpu")  # buffers are computed on CPU even under a meta-device context
+    p = torch.arange(prefix, device=cpu)[:, None].expand(prefix, 3)
+    r, c = torch.meshgrid(torch.arange(h, device=cpu), torch.arange(w, device=cpu), indexing="ij")
+    g = torch.stack([torch.full_like(r, prefix), prefix + r, prefix + c], -1).reshape(-1, 3)
+    return torch.cat([p, g]).float()
+
+
+class RasterGenerator(Generator):
+    config_class = RasterConfig
+
+    def __init__(self, config: RasterConfig) -> None:
+        super().__init__(config)
+        if not isinstance(self.layout, GridLayout):
+            raise ValueError(f"the raster generator needs a grid layout, got {self.layout}")
+        dim = self.config.transformer.dim
+        self.tok_embed = nn.Embedding(self.config.vocab_size, dim)
+        nn.init.normal_(self.tok_embed.weight, std=0.02)
+        self.transformer = Transformer(self.config.transformer)
+        self.head = nn.Linear(dim, self.config.vocab_size, bias=False)
+        nn.init.zeros_(self.head.weight)
+        P = self.cond_embed.prefix_len
+        self.register_buffer("positions", grid_positions(P, self.layout.h, self.layout.w), persistent=False)
+
+    @property
+    def prefix_len(self) -> int:
+        return self.cond_embed.prefix_len
+
+    def _mask(self) -> Causal:
+        return Causal(prefix=self.prefix_len)
+
+    def _token_positions(self, start: int, end: int) -> torch.Tensor:
+        """Positions of sequence slots ``start..end-1`` (slot P+n holds the embedding of token n)."""
+        return self.positions[start:end]
+
+    def logits(self, tokens: Tokens, cond: Condition) -> torch.Tensor:
+        """Teacher-forced logits ``(B, N, V)``: row ``n`` predicts token ``n``."""
+        ids = tokens.ids
+        if ids is None or tokens.layout != self.layout:
+            raise ValueError(f"expected discrete tokens with layout {self.layout}, got {tokens.layout}")
+        prefix, _ = self.cond_embed(cond)
+        x = torch.cat([prefix, self.tok_embed(ids[:, :-1])], dim=1)
+        P, N = self.prefix_len, ids.shape[1]
+        h = self.transformer(x, self._token_positions(0, P + N - 1), self._mask())
+        return self.head(h[:, P - 1 :])
+
+    def forward(self, tokens: Tokens, cond: Condition) -> tuple[torch.Tensor, dict]:
+        if self.training:
+            cond = self.cond_embed.drop(cond, self.config.cond_dropout)
+        logits = self.logits(tokens, cond)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tokens.ids.reshape(-1))
+        return loss, {"ce": loss.detach()}
+
+    def forward_passes(self) -> int:
+        return self.layout.num_tokens
+
+    @torch.no_grad()
+    def next_logits(self, x: torch.Tensor, start: int, cache) -> torch.Tensor:
+        """Run slots ``start..start+n-1`` (through the cache if given) and return the last slot's logits."""
+        h = self.transformer(x, self._token_positions(start, start + x.shape[1]), self._mask(), cache=cache)
+        return self.head(h[:, -1]).float()
+
+    @torch.no_grad()
+    def generate(self, cond: Condition, sampler: SamplerConfig | None = None, callback: Callback | None = None, negative: Condition | None = None) -> Tokens:
+        sampler = (sampler or SamplerConfig()).validate()
+        B, N, P = cond.batch_size, self.layout.num_tokens, self.prefix_len
+        rng = sampler.generator(self.device)
+        full = self.cfg_batch(cond.to(self.device), sampler, negative)
+        prefix, _ = self.cond_embed(full)
+        ids = torch.zeros(B, N, dtype=torch.long, device=self.device)
+        cache = self.transformer.new_cache(max_len=P + N) if sampler.use_cache else None
+        x, start = prefix, 0
+        for n in range(N):
+            if cache is None:  # recompute the whole sequence every step (reference / benchmark path)
+                seq = torch.cat([prefix, self.tok_embed(ids[:, :n]).repeat(full.batch_size // B, 1, 1)], 1)
+                logits = self.next_logits(seq, 0, None)
+            else:
+                logits = self.next_logits(x, start, cache)
+            if sampler.guided:
+                logits = guide(logits, cfg_scale_at(sampler, n / max(N - 1, 1)))
+            ids[:, n] = sample_logits(logits, sampler, rng)
+            start += x.shape[1]
+            x = self.tok_embed(ids[:, n : n + 1]).repeat(full.batch_size // B, 1, 1)
+            if callback is not None:
+                callback(n + 1, N, Tokens(self.layout, ids=ids.clone()))
+        return Tokens(self.layout, ids=ids)
+
+
+_TINY = dict(dim=192, depth=6, heads=6)
+
+
+def _register() -> None:
+    register_preset("raster-tiny", RasterGenerator, tags=("tiny",), transformer=dict(_TINY), cond="text", text_vocab=shapes_text_vocab)
+    register_preset("raster-tiny-class", RasterGenerator, tags=("tiny",), transformer=dict(_TINY), cond="class", num_classes=10)
+    # LlamaGen reference sizes (class-conditional ImageNet, 16x16 tokens of a 16384-code VQ).
+    ref = dict(cond="class", num_classes=1000, vocab_size=16384, layout={"type": "grid", "h": 16, "w": 16}, image_size=256, token_dim=8)
+    register_preset("llamagen-b", RasterGenerator, tags=("reference",), transformer=dict(dim=768, depth=12, heads=12), **ref)
+    register_preset("llamagen-l", RasterGenerator, tags=("reference",), transformer=dict(dim=1024, depth=24, heads=16), **ref)
+
+
+_register()

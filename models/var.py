@@ -1,0 +1,160 @@
+"""VAR next-scale generator: one AR step per scale, block-causal attention, one forward per scale.
+
+Training input (teacher forcing): ``[condition prefix] + [start tokens of scale 0] + [for every
+later scale, the accumulated quantized feature map so far, downsampled to that scale]`` — the
+multi-scale tokenizer computes the latter (``ids_to_var_input``). Inside a scale attention is
+bidirectional, across scales causal (``BlockCausal``). The condition also modulates every block
+through AdaLN, as in VAR. Sampling runs one forward per scale with the KV cache and the VAR-style
+CFG schedule (guidance grows linearly with the scale index by default).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmgen.models.base import Callback, Condition, Generator, GeneratorConfig
+from mmgen.nn.masks import BlockCausal
+from mmgen.nn.transformer import Transformer, TransformerConfig
+from mmgen.registry import register_preset
+from mmgen.sampling import SamplerConfig, cfg_scale_at, guide, sample_logits
+from mmgen.text import shapes_text_vocab
+from mmgen.tokens import ScalesLayout, Tokens
+
+__all__ = ["VARConfig", "VARGenerator", "scale_positions"]
+
+
+@dataclass
+class VARConfig(GeneratorConfig):
+    layout: dict = field(default_factory=lambda: {"type": "scales", "scales": [1, 2, 3, 4, 6, 8]})
+
+
+def scale_positions(prefix: int, scales: tuple[int, ...]) -> torch.Tensor:
+    """M-RoPE coordinates: prefix 1D; scale ``k`` tokens at ``(P+k, P+y, P+x)`` with ``(y, x)`` the
+    token's centre in final-grid units, so every scale shares one spatial frame."""
+    final = scales[-1]
+    cpu = torch.device("cpu")  # computed on CPU even under a meta-device context
+    parts = [torch.arange(prefix, device=cpu)[:, None].expand(prefix, 3).float()]
+    for k, s in enumerate(scales):
+        c = (torch.arange(s, device=cpu).float() + 0.5) * final / s - 0.5
+        y, x = torch.meshgrid(c, c, indexing="ij")
+        parts.append(torch.stack([torch.full_like(y, prefix + k), prefix + y, prefix + x], -1).reshape(-1, 3))
+    return torch.cat(parts)
+
+
+class VARGenerator(Generator):
+    config_class = VARConfig
+
+    def __init__(self, config: VARConfig) -> None:
+        super().__init__(config)
+        tcfg = self.config.transformer
+        if tcfg.adaln_dim not in (0, tcfg.dim):
+            raise ValueError(f"VAR's AdaLN condition has the model width {tcfg.dim}; got adaln_dim={tcfg.adaln_dim}")
+        tcfg.adaln_dim = tcfg.dim  # the condition always modulates VAR's blocks
+        if not isinstance(self.layout, ScalesLayout):
+            raise ValueError(f"the VAR generator needs a scales layout, got {self.layout}")
+        dim, scales = self.config.transformer.dim, self.layout.scales
+        self.word_embed = nn.Linear(self.config.token_dim, dim)
+        self.start = nn.Parameter(torch.randn(1, scales[0] ** 2, dim) * 0.02)
+        self.level_embed = nn.Embedding(len(scales), dim)
+        nn.init.normal_(self.level_embed.weight, std=0.02)
+        self.transformer = Transformer(self.config.transformer)
+        self.head = nn.Linear(dim, self.config.vocab_size, bias=False)
+        nn.init.zeros_(self.head.weight)
+        P = self.cond_embed.prefix_len
+        self.register_buffer("positions", scale_positions(P, scales), persistent=False)
+        levels = torch.repeat_interleave(torch.arange(len(scales), device="cpu"), torch.tensor(self.layout.group_sizes, device="cpu"))
+        self.register_buffer("levels", levels, persistent=False)
+
+    @property
+    def prefix_len(self) -> int:
+        return self.cond_embed.prefix_len
+
+    def _mask(self) -> BlockCausal:
+        return BlockCausal(self.layout.group_sizes, prefix=self.prefix_len)
+
+    def _scale_inputs(self, var_input: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """Start tokens (+ pooled condition) followed by the embedded next-scale inputs, plus level embeddings."""
+        B = pooled.shape[0]
+        sos = self.start.expand(B, -1, -1) + pooled[:, None]
+        x = torch.cat([sos, self.word_embed(var_input)], dim=1)
+        return x + self.level_embed(self.levels[: x.shape[1]])
+
+    def logits(self, tokens: Tokens, cond: Condition) -> torch.Tensor:
+        """Teacher-forced logits ``(B, N, V)`` of all scales in one forward (block-causal)."""
+        if tokens.ids is None or tokens.layout != self.layout:
+            raise ValueError(f"expected discrete tokens with layout {self.layout}, got {tokens.layout}")
+        prefix, pooled = self.cond_embed(cond)
+        with torch.no_grad():
+            var_input = self.tokenizer.ids_to_var_input(tokens.ids)
+        x = torch.cat([prefix, self._scale_inputs(var_input, pooled)], dim=1)
+        return self.run_group(x, 0, None, pooled)[:, self.prefix_len :]
+
+    def run_group(self, x: torch.Tensor, start: int, cache, pooled: torch.Tensor) -> torch.Tensor:
+        """Logits for sequence slots ``start .. start+len(x)-1`` (through the KV cache if given)."""
+        h = self.transformer(x, self.positions[start : start + x.shape[1]], self._mask(), cache=cache, cond=pooled)
+        return self.head(h)
+
+    def forward(self, tokens: Tokens, cond: Condition) -> tuple[torch.Tensor, dict]:
+        if self.training:
+            cond = self.cond_embed.drop(cond, self.config.cond_dropout)
+        logits = self.logits(tokens, cond)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tokens.ids.reshape(-1))
+        logs = {"ce": loss.detach()}
+        with torch.no_grad():  # per-scale losses show where the model struggles
+            per_tok = F.cross_entropy(logits.float().transpose(1, 2), tokens.ids, reduction="none")
+            for k, part in enumerate(self.layout.split(per_tok)):
+                logs[f"ce_s{self.layout.scales[k]}"] = part.mean()
+        return loss, logs
+
+    def forward_passes(self) -> int:
+        return len(self.layout.scales)
+
+    @torch.no_grad()
+    def generate(self, cond: Condition, sampler: SamplerConfig | None = None, callback: Callback | None = None, negative: Condition | None = None) -> Tokens:
+        sampler = (sampler or SamplerConfig()).validate()
+        tok, scales = self.tokenizer, self.layout.scales
+        B, K, P = cond.batch_size, len(scales), self.prefix_len
+        rng = sampler.generator(self.device)
+        full = self.cfg_batch(cond.to(self.device), sampler, negative)
+        reps = full.batch_size // B
+        prefix, pooled = self.cond_embed(full)
+        sos = self.start.expand(full.batch_size, -1, -1) + pooled[:, None] + self.level_embed.weight[0]
+        x = torch.cat([prefix, sos], dim=1)
+        cache = self.transformer.new_cache(max_len=P + self.layout.num_tokens) if sampler.use_cache else None
+        seq = x  # the whole sequence so far (for the no-cache reference path)
+        f_hat = tok.empty_fhat(B, self.device)
+        all_ids, start = [], 0
+        for k, s in enumerate(scales):
+            if cache is None:
+                logits = self.run_group(seq, 0, None, pooled)[:, -s * s :].float()
+            else:
+                logits = self.run_group(x, start, cache, pooled)[:, -s * s :].float()
+            if sampler.guided:
+                logits = guide(logits, cfg_scale_at(sampler, k / max(K - 1, 1)))
+            ids = sample_logits(logits, sampler, rng)
+            all_ids.append(ids)
+            f_hat, nxt = tok.next_scale_input(k, f_hat, ids)
+            start += x.shape[1]
+            if nxt is not None:
+                x = (self.word_embed(nxt) + self.level_embed.weight[k + 1]).repeat(reps, 1, 1)
+                seq = torch.cat([seq, x], dim=1)
+            if callback is not None:
+                callback(k + 1, K, Tokens(ScalesLayout(scales[: k + 1]), ids=torch.cat(all_ids, 1)))
+        return Tokens(self.layout, ids=torch.cat(all_ids, dim=1))
+
+
+def _register() -> None:
+    tiny = dict(dim=192, depth=6, heads=6)
+    register_preset("var-tiny", VARGenerator, tags=("tiny",), transformer=dict(tiny), cond="text", text_vocab=shapes_text_vocab)
+    register_preset("var-tiny-class", VARGenerator, tags=("tiny",), transformer=dict(tiny), cond="class", num_classes=10)
+    # VAR-d16 reference: depth 16, width 64*16, heads 16, VAR's 4096-code VQVAE, 10 scales to 16x16.
+    for d in (16, 20, 24):
+        ref = dict(cond="class", num_classes=1000, vocab_size=4096, token_dim=32, image_size=256,
+                   layout={"type": "scales", "scales": [1, 2, 3, 4, 5, 6, 8, 10, 13, 16]})
+        register_preset(f"var-d{d}", VARGenerator, tags=("reference",), transformer=dict(dim=64 * d, depth=d, heads=d, mlp_ratio=4.0), **ref)
+
+
+_register()
