@@ -28,9 +28,15 @@ def _field_types(cls: type) -> dict[str, Any]:
 def _parse_scalar(text: str) -> Any:
     """Parse a command-line value: YAML syntax, so ``3``, ``1e-3``, ``true``, ``[1,2]`` all work."""
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
+        try:
+            return float(value) if any(c in value for c in "eE") and not value.isalpha() else value
+        except ValueError:
+            return value
+    return value
 
 
 def convert(value: Any, tp: Any, name: str = "value") -> Any:
@@ -102,6 +108,11 @@ def convert(value: Any, tp: Any, name: str = "value") -> Any:
     if tp is float:
         if isinstance(value, str):
             value = _parse_scalar(value)
+            if isinstance(value, str):
+                try:
+                    value = float(value)
+                except ValueError:
+                    pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{name} expects a number, got {value!r}")
         return float(value)

@@ -87,7 +87,7 @@ class ConfigModule(nn.Module):
             v = v.detach().cpu()
             if dtype is not None and v.is_floating_point():
                 v = v.to(dtype)
-            state[k] = v.contiguous()
+            state[k] = v.contiguous().clone()  # safetensors refuses tensors that share storage (tied weights)
         save_file(state, str(folder / WEIGHTS_NAME), metadata={"class": type(self).__name__})
 
     @classmethod

@@ -48,9 +48,9 @@ class RotaryEmbedding(nn.Module):
         if min(sections) == 0:
             raise ValueError(f"head_dim {head_dim} is too small for {axes} rotary axes")
         self.sections = sections
-        inv = [1.0 / theta ** (torch.arange(n, dtype=torch.float64) / n) for n in sections]
+        inv = [1.0 / theta ** (torch.arange(n, dtype=torch.float64, device="cpu") / n) for n in sections]
         self.register_buffer("inv_freq", torch.cat(inv).float(), persistent=False)
-        self.register_buffer("axis_of", torch.repeat_interleave(torch.arange(axes), torch.tensor(sections)), persistent=False)
+        self.register_buffer("axis_of", torch.repeat_interleave(torch.arange(axes, device="cpu"), torch.tensor(sections, device="cpu")), persistent=False)
 
     def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``positions (N, A)`` -> ``(cos, sin)`` each ``(N, head_dim/2)`` in float32."""

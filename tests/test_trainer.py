@@ -1,0 +1,505 @@
+"""Trainer, checkpoints, schedule, EMA, DDP and recipes, on tiny in-test models and data.
+
+Run as a script, this file is also the worker for the subprocess tests:
+``python tests/test_trainer.py train OUT PAUSE_AT`` (killed by the test) and
+``torchrun --nproc_per_node 2 tests/test_trainer.py ddp OUT``.
+"""
+from __future__ import annotations
+
+import importlib
+import itertools
+import json
+import math
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from torch import nn
+from torch.utils.data import Dataset, IterableDataset
+
+from mmgen.modeling import ConfigModule, load_module
+from mmgen.registry import register_preset
+from mmgen.train import EMA, TrainConfig, Trainer, TrainingDiverged, lr_at, resolve_recipe, train
+from mmgen.train import state as state_mod
+from mmgen.train.state import TrainingState, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint
+
+torch.set_num_threads(1)
+HERE = Path(__file__).resolve()
+SIDE = 4  # pixels are (3, SIDE, SIDE)
+
+
+# ----------------------------------------------------------------------------- tiny models and data
+@dataclass
+class TinyTokConfig:
+    dim: int = 8
+    side: int = SIDE
+
+
+class TinyTok(ConfigModule):
+    """A linear autoencoder posing as a tokenizer: ``forward(pixels, step) == loss``."""
+
+    config_class = TinyTokConfig
+    kind = "tokenizer"
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        n = 3 * self.config.side ** 2
+        self.enc = nn.Linear(n, self.config.dim)
+        self.norm = nn.LayerNorm(self.config.dim)
+        self.dec = nn.Linear(self.config.dim, n)
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.enc(pixels.flatten(1)))
+
+    def loss(self, pixels: torch.Tensor, step: int = 0):
+        rec = self.dec(self.encode(pixels)).view_as(pixels)
+        loss = (rec - pixels).pow(2).mean()
+        return loss, {"mse": loss.detach(), "step_seen": float(step)}
+
+    def forward(self, pixels: torch.Tensor, step: int = 0):
+        return self.loss(pixels, step=step)
+
+
+@dataclass
+class FakeGenConfig:
+    in_dim: int = 0  # set from the tokenizer (tokenizer_overrides)
+    num_classes: int = 3
+
+
+class FakeGen(ConfigModule):
+    """Stands in for the lead's generator contract: bind_tokenizer / prepare_batch / forward."""
+
+    config_class = FakeGenConfig
+    kind = "generator"
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self.emb = nn.Embedding(self.config.num_classes, self.config.in_dim)
+        self.proj = nn.Linear(self.config.in_dim, self.config.in_dim)
+
+    def bind_tokenizer(self, tok: nn.Module) -> None:
+        object.__setattr__(self, "tok", tok)  # not a submodule: stays frozen, outside the optimizer
+
+    def prepare_batch(self, batch):
+        with torch.no_grad():
+            tokens = self.tok.encode(batch["pixels"])
+        return tokens, batch["label"]
+
+    def forward(self, tokens, cond):
+        loss = (self.proj(self.emb(cond)) - tokens).pow(2).mean()
+        return loss, {"gen_mse": loss.detach()}
+
+
+for _name, _cls in (("test-tiny-tok", TinyTok), ("test-fake-gen", FakeGen)):
+    try:
+        register_preset(_name, _cls, tags=("test",))
+    except KeyError:  # already registered (module imported twice)
+        pass
+
+
+def sample(i: int) -> dict:
+    g = torch.Generator().manual_seed(1000 + i)
+    return {"pixels": torch.rand(3, SIDE, SIDE, generator=g) * 2 - 1, "label": i % 3}
+
+
+class World(Dataset):
+    """Deterministic per index and unbounded, like the built-in worlds."""
+
+    infinite = True
+
+    def __getitem__(self, i: int) -> dict:
+        return sample(i)
+
+
+class Finite(Dataset):
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, i: int) -> dict:
+        return sample(i)
+
+
+class Stream(IterableDataset):
+    """A finite stream (re-iterated per epoch); ``skip`` optional, like WebDataset shards."""
+
+    def __init__(self, n: int = 13, with_skip: bool = False) -> None:
+        self.n = n
+        if with_skip:
+            self.skip = lambda k: _Skipped(self, k)
+
+    def __iter__(self):
+        return (sample(i) for i in range(self.n))
+
+
+class _Skipped(IterableDataset):
+    def __init__(self, base: Stream, k: int) -> None:
+        self.base, self.k = base, k
+
+    def __iter__(self):
+        return (sample(i) for i in range(self.k % self.base.n, self.base.n))
+
+
+class RankStream(IterableDataset):
+    """Splits itself across ranks like ``ShardDataset``: rank r of w reads samples r, r + w, ..."""
+
+    def __init__(self) -> None:
+        self.rank, self.world_size, self.start = None, None, 0
+
+    def skip(self, k: int) -> "RankStream":
+        self.start += k
+        return self
+
+    def __iter__(self):
+        r, w = self.rank or 0, self.world_size or 1
+        return itertools.islice((sample(i) for i in range(10**6) if i % w == r), self.start, None)
+
+
+def make_loss(noise: bool):
+    """Loss that also draws from torch, numpy and python RNGs, so resume must restore all three."""
+
+    def loss_fn(model, batch, step):
+        loss, logs = model(batch["pixels"], step=step)
+        if noise:
+            extra = torch.randn(()) * 1e-3 + float(np.random.rand()) * 1e-3 + random.random() * 1e-3
+            loss = loss + extra
+        return loss, logs
+
+    return loss_fn
+
+
+def cfg(out: Path, **kw) -> TrainConfig:
+    base = dict(steps=12, batch_size=4, lr=3e-2, warmup_steps=3, weight_decay=0.1, grad_clip=0.5, ema_decay=0.9,
+                log_every=1, ckpt_every=4, keep_last=2, out_dir=str(out), progress=False, tensorboard=False)
+    return TrainConfig(**(base | kw))
+
+
+def fresh_model(seed: int = 0) -> TinyTok:
+    torch.manual_seed(seed)
+    return TinyTok(TinyTokConfig())
+
+
+def losses(out: Path) -> list[tuple[int, float]]:
+    return [(r["step"], r["loss"]) for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())]
+
+
+def final_weights(out: Path) -> tuple[dict, dict]:
+    ck = latest_checkpoint(out / "checkpoints")
+    return load_file(str(ck / "model.safetensors")), load_file(str(ck / "ema.safetensors"))
+
+
+def assert_same(a: dict, b: dict, exact: bool = True) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        if exact:
+            assert torch.equal(a[k], b[k]), k
+        else:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Stop(Exception):
+    pass
+
+
+# ----------------------------------------------------------------------------- (a) exact resume
+def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
+    ref = tmp_path / "ref"
+    Trainer(cfg(ref), fresh_model(), make_loss(True), World()).fit()
+
+    run = tmp_path / "run"  # killed at step 10, two steps after its checkpoint at step 8
+    proc = subprocess.Popen([sys.executable, str(HERE), "train", str(run), "10"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 60
+        while not (run / "metrics.jsonl").is_file() or len(losses(run)) < 10:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.time() < deadline, "worker did not reach step 10"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert [s for s, _ in losses(run)] == list(range(1, 11))
+    assert latest_checkpoint(run / "checkpoints").name == "step_0000008"
+
+    summary = Trainer(cfg(run, num_workers=1), fresh_model(seed=5), make_loss(True), World(), resume=True).fit()
+    assert summary["steps"] == 12
+    assert losses(run) == losses(ref)  # bit-identical floats, steps 9-10 re-run, not duplicated
+    for a, b in zip(final_weights(run), final_weights(ref)):
+        assert_same(a, b)
+    exported = load_module(run / "model")  # default export: EMA weights
+    assert_same(exported.state_dict(), final_weights(ref)[1])
+
+
+@pytest.mark.parametrize("kind", ["finite", "stream", "stream_skip"])
+def test_resume_after_exception_other_data_kinds(tmp_path, kind):
+    make = {"finite": Finite, "stream": lambda: Stream(), "stream_skip": lambda: Stream(with_skip=True)}[kind]
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    Trainer(cfg(ref, steps=8), fresh_model(), make_loss(True), make()).fit()
+
+    def crash(tr):
+        if tr.step == 6:
+            raise Stop
+
+    with pytest.raises(Stop):
+        Trainer(cfg(run, steps=8), fresh_model(), make_loss(True), make(), hooks=[crash]).fit()
+    Trainer(cfg(run, steps=8), fresh_model(), make_loss(True), make()).fit(resume=True)
+    assert losses(run) == losses(ref)
+    assert_same(final_weights(run)[0], final_weights(ref)[0])
+
+
+def test_fresh_run_refuses_existing_checkpoints(tmp_path):
+    Trainer(cfg(tmp_path, steps=2, ckpt_every=2), fresh_model(), make_loss(False), World()).fit()
+    with pytest.raises(FileExistsError, match="already holds checkpoints"):
+        Trainer(cfg(tmp_path, steps=2), fresh_model(), make_loss(False), World()).fit()
+    with pytest.raises(ValueError, match="lr"):  # a resume must continue the same trajectory
+        Trainer(cfg(tmp_path, steps=4, lr=1.0), fresh_model(), make_loss(False), World()).fit(resume=True)
+
+
+# ----------------------------------------------------------------------------- (b) DDP
+def test_ddp_two_processes_equal_one_process_on_concatenated_batch(tmp_path):
+    """Map-style data (contiguous rank slices) and a self-splitting stream (interleaved ranks)."""
+    for name, make in (("map", World), ("stream", RankStream)):
+        Trainer(cfg(tmp_path / f"single-{name}", **DDP_CFG), fresh_model(), make_loss(False), make()).fit()
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",
+                          "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(HERE), "ddp", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 0, res.stderr[-4000:]
+    for name in ("map", "stream"):
+        ddp, single = tmp_path / f"ddp-{name}", tmp_path / f"single-{name}"
+        assert_same(final_weights(ddp)[0], final_weights(single)[0], exact=False)
+        assert_same(final_weights(ddp)[1], final_weights(single)[1], exact=False)
+        for (s1, l1), (s2, l2) in zip(losses(ddp), losses(single), strict=True):
+            assert s1 == s2 and math.isclose(l1, l2, rel_tol=1e-5)
+
+
+DDP_CFG = dict(steps=4, batch_size=8, grad_accum=2, ckpt_every=4)
+
+
+# ----------------------------------------------------------------------------- (c) divergence
+def test_nan_loss_raises_naming_the_step_and_writes_no_checkpoint(tmp_path):
+    def loss_fn(model, batch, step):
+        loss, logs = model(batch["pixels"], step=step)
+        if step == 2:  # the third update
+            loss = loss * float("nan")
+            logs["mse"] = loss
+        return loss, logs
+
+    tr = Trainer(cfg(tmp_path, ckpt_every=1), fresh_model(), loss_fn, World())
+    with pytest.raises(TrainingDiverged, match=r"step 3\b.*loss=nan.*mse=nan") as err:
+        tr.fit()
+    assert err.value.step == 3
+    assert [p.name for _, p in state_mod.list_checkpoints(tmp_path / "checkpoints")] == ["step_0000001", "step_0000002"]
+    assert latest_checkpoint(tmp_path / "checkpoints").name == "step_0000002"
+    assert [s for s, _ in losses(tmp_path)] == [1, 2]
+
+
+# ----------------------------------------------------------------------------- (d) pieces
+def test_lr_schedule_warmup_and_cosine_end():
+    kw = dict(base_lr=1.0, total_steps=10, warmup_steps=4, min_lr_ratio=0.1)
+    lrs = [lr_at(i, **kw) for i in range(10)]
+    assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert lrs[-1] == pytest.approx(0.1)
+    assert lrs[6] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 3 / 6)))
+    assert all(a > b for a, b in zip(lrs[3:], lrs[4:]))
+    assert lr_at(0, base_lr=2.0, total_steps=1, warmup_steps=0, min_lr_ratio=0.0) == 0.0
+    with pytest.raises(ValueError, match="min_lr_ratio"):
+        lr_at(0, base_lr=1.0, total_steps=10, min_lr_ratio=1.5)
+
+
+def test_ema_math():
+    m = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    m[0].weight.data.fill_(1.0)
+    ema = EMA(m, decay=0.9, warmup=False)
+    m[0].weight.data.fill_(3.0)
+    m[1].num_batches_tracked.fill_(7)
+    ema.update(m)
+    assert torch.allclose(ema.model[0].weight, torch.full((2, 2), 0.9 * 1 + 0.1 * 3))
+    assert ema.model[1].num_batches_tracked.item() == 7  # integer buffers are copied
+    assert not any(p.requires_grad for p in ema.model.parameters())
+    warm = EMA(m, decay=0.999)  # decay warms up as (1 + n) / (10 + n)
+    assert warm.current_decay() == pytest.approx(0.1)
+    warm.update(m)
+    assert warm.current_decay() == pytest.approx(2 / 11)
+    tied = nn.Sequential(nn.Embedding(3, 2), nn.Linear(2, 3, bias=False))
+    tied[1].weight = tied[0].weight
+    e = EMA(tied, decay=0.5, warmup=False)
+    before = e.model[0].weight.clone()
+    tied[0].weight.data.add_(2.0)
+    e.update(tied)  # averaged once, not twice
+    assert torch.allclose(e.model[0].weight, before + 1.0)
+    tied[1].requires_grad_(False)  # frozen parameters are shared with the EMA copy, not duplicated
+    assert EMA(tied, decay=0.5).model[1].weight is tied[1].weight
+
+
+def test_grad_accumulation_matches_full_batch(tmp_path):
+    outs = {}
+    for accum in (1, 2):
+        out = tmp_path / f"a{accum}"
+        Trainer(cfg(out, steps=3, ckpt_every=3, grad_accum=accum), fresh_model(), make_loss(False), World()).fit()
+        outs[accum] = out
+    assert_same(final_weights(outs[1])[0], final_weights(outs[2])[0], exact=False)
+    for (_, a), (_, b) in zip(losses(outs[1]), losses(outs[2]), strict=True):
+        assert math.isclose(a, b, rel_tol=1e-6)
+
+
+def test_weight_decay_only_on_matrices(tmp_path):
+    tr = Trainer(cfg(tmp_path), fresh_model(), make_loss(False), World())
+    groups = {g["weight_decay"]: {p.ndim for p in g["params"]} for g in tr.optimizer.param_groups}
+    assert groups == {0.1: {2}, 0.0: {1}}
+
+
+def _tiny_state(step: int) -> TrainingState:
+    m = fresh_model()
+    opt = torch.optim.AdamW(m.parameters())
+    m(torch.zeros(1, 3, SIDE, SIDE))[0].backward()
+    opt.step()
+    return TrainingState(step=step, samples_seen=4 * step, model=m.state_dict(), optimizer=opt.state_dict(),
+                         rng=[rng_state()], meta={"config": {}})
+
+
+def test_checkpoint_failure_mid_write_keeps_previous(tmp_path, monkeypatch):
+    root = tmp_path / "checkpoints"
+    save_checkpoint(root, _tiny_state(2))
+    real = state_mod.save_file
+
+    def failing(tensors, path, *a, **kw):
+        if path.endswith("optimizer.safetensors"):
+            raise OSError("disk full")
+        return real(tensors, path, *a, **kw)
+
+    monkeypatch.setattr(state_mod, "save_file", failing)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(root, _tiny_state(3))
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step_0000002"]  # no half-written folder
+    st = load_checkpoint(latest_checkpoint(root))
+    assert st.step == 2 and st.optimizer["state"][0]["step"].item() == 1.0
+    assert st.optimizer["param_groups"][0]["betas"] == (0.9, 0.999)
+
+
+def test_recipe_overrides_are_typed_and_unknown_keys_rejected():
+    base = {"model": "test-tiny-tok", "data": {"spec": "world", "size": 8}, "train": {"steps": 10}}
+    r = resolve_recipe(base, ["train.steps=100", "train.lr=3e-4", "train.betas=[0.9,0.99]", "data.size=32",
+                              "data.spec=digits", "model_args.dim=16", "train.max_time_min=none"])
+    assert r.train.steps == 100 and r.train.lr == 3e-4 and r.train.betas == (0.9, 0.99)
+    assert r.data == {"spec": "digits", "size": 32} and r.model_args == {"dim": 16}
+    assert r.train.max_time_min is None
+    with pytest.raises(KeyError, match="stepz.*allowed.*steps"):
+        resolve_recipe(base, ["train.stepz=1"])
+    with pytest.raises(KeyError, match="modle.*allowed"):
+        resolve_recipe(base, ["modle=x"])
+    with pytest.raises(ValueError, match="steps"):
+        resolve_recipe(base, ["train.steps=many"])
+    with pytest.raises(KeyError, match="bogus.*allowed"):  # model_args are typed by the preset's config
+        train("tokenizer", base, ["model_args.bogus=1"], out="/nonexistent/never", dataset_factory=lambda spec, **kw: World())
+
+
+def test_train_tokenizer_recipe_end_to_end_and_resume(tmp_path):
+    recipe = tmp_path / "tok.yaml"
+    recipe.write_text(yaml.safe_dump({"model": "test-tiny-tok", "model_args": {"dim": 4},
+                                      "data": {"spec": "world", "size": SIDE},
+                                      "train": dict(steps=4, batch_size=4, ema_decay=0.5, ckpt_every=2, log_every=2,
+                                                    progress=False, tensorboard=True, num_workers=0)}))
+    seen = []
+
+    def factory(spec, **kw):
+        seen.append((spec, kw))
+        return World()
+
+    out = tmp_path / "run"
+    model_dir = train("tokenizer", str(recipe), ["train.lr=0.01"], out=str(out), dataset_factory=factory)
+    assert model_dir == out / "model" and seen == [("world", {"size": SIDE})]
+    tok = load_module(model_dir)
+    assert isinstance(tok, TinyTok) and tok.config.dim == 4
+    assert_same(tok.state_dict(), final_weights(out)[1])  # EMA weights exported
+    saved = yaml.safe_load((out / "recipe.yaml").read_text())
+    assert saved["train"]["lr"] == 0.01 and saved["out"] == str(out)
+    assert [s for s, _ in losses(out)] == [2, 4] and any((out / "tb").iterdir())
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step_seen"] == 2.5  # mean of steps 2, 3
+
+    with pytest.raises(FileExistsError):
+        train("tokenizer", str(recipe), ["train.lr=0.01"], out=str(out), dataset_factory=factory)
+    with pytest.raises(ValueError, match="train.lr"):
+        train("tokenizer", str(recipe), ["train.lr=0.02"], out=str(out), resume=True, dataset_factory=factory)
+    train("tokenizer", str(recipe), ["train.lr=0.01", "train.steps=6"], out=str(out), resume=True, dataset_factory=factory)
+    assert [s for s, _ in losses(out)] == [2, 4, 6]
+
+
+def test_train_generator_recipe_with_fake_generator(tmp_path, monkeypatch):
+    tok_dir = fresh_model().save_pretrained(tmp_path / "tok")
+    saved = {}
+    fakes = {"mmgen.models.base": ("tokenizer_overrides", lambda tok: {"in_dim": tok.config.dim}),
+             "mmgen.pipeline": ("save_pipeline", lambda path, gen, tok: saved.update(path=path, gen=gen, tok=tok))}
+    for module, (attr, fake) in fakes.items():  # patch the real modules where they exist
+        try:
+            monkeypatch.setattr(importlib.import_module(module), attr, fake)
+        except ImportError:
+            monkeypatch.setitem(sys.modules, module, types.SimpleNamespace(**{attr: fake}))
+    recipe = {"model": "test-fake-gen", "tokenizer": str(tok_dir), "data": {"spec": "world"},
+              "train": dict(steps=3, batch_size=4, ckpt_every=3, ema_decay=0.5, progress=False, tensorboard=False)}
+    out = train("generator", recipe, out=str(tmp_path / "gen"), dataset_factory=lambda spec: World())
+    assert saved["path"] == out and isinstance(saved["gen"], FakeGen) and saved["gen"].config.in_dim == 8
+    assert not saved["gen"].training and not any(p.requires_grad for p in saved["gen"].parameters())  # the EMA copy
+    assert_same(saved["tok"].state_dict(), load_module(tok_dir).state_dict())  # tokenizer untouched
+    assert saved["gen"].tok is saved["tok"]  # the EMA copy shares the bound tokenizer
+    with pytest.raises(ValueError, match="in_dim"):
+        train("generator", recipe, ["model_args.in_dim=3"], out=str(tmp_path / "g2"), dataset_factory=lambda spec: World())
+    with pytest.raises(ValueError, match="kind='painter'"):
+        train("painter", recipe, out=str(tmp_path / "g3"))
+
+
+def test_image_hook_and_time_limit(tmp_path):
+    def sample_fn(model, ema_model, step):
+        assert not model.training and ema_model is not None
+        torch.randn(5)  # must not disturb the training RNG
+        return torch.full((3, 6, 6), step, dtype=torch.uint8)
+
+    ref = tmp_path / "ref"
+    Trainer(cfg(ref, steps=4), fresh_model(), make_loss(True), World()).fit()
+    out = tmp_path / "img"
+    Trainer(cfg(out, steps=4, image_every=2), fresh_model(), make_loss(True), World(), sample_fn=sample_fn).fit()
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["step_0000002.png", "step_0000004.png"]
+    assert losses(out) == losses(ref)
+    s = Trainer(cfg(tmp_path / "t", max_time_min=0.0), fresh_model(), make_loss(False), World()).fit()
+    assert s["stopped_early"] and s["steps"] == 1 and latest_checkpoint(tmp_path / "t" / "checkpoints").name == "step_0000001"
+    assert {"final_loss", "seconds", "samples_per_s", "peak_mem_mb"} <= s.keys() and s["peak_mem_mb"] > 0
+
+
+# ----------------------------------------------------------------------------- subprocess workers
+def _worker_train(out: str, pause_at: str) -> None:
+    def pause(tr):
+        if tr.step == int(pause_at):
+            time.sleep(600)  # the test SIGKILLs us here
+
+    Trainer(cfg(Path(out)), fresh_model(), make_loss(True), World(), hooks=[pause]).fit()
+
+
+def _worker_ddp(out: str) -> None:
+    torch.distributed.init_process_group("gloo")  # ours, so both runs share it (the Trainer leaves it alone)
+    try:
+        for name, make in (("map", World), ("stream", RankStream)):
+            Trainer(cfg(Path(out) / f"ddp-{name}", **DDP_CFG), fresh_model(), make_loss(False), make()).fit()
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    {"train": _worker_train, "ddp": _worker_ddp}[sys.argv[1]](*sys.argv[2:])

@@ -1,0 +1,197 @@
+"""Recipe -> training run, for a tokenizer or a generator (what ``mmgen train ...`` calls).
+
+A recipe is a YAML mapping (see :class:`Recipe`); ``key=value`` overrides address it with
+dots (``train.steps=100``, ``model_args.depth=4``, ``data.spec=digits``). ``train.*`` is typed
+by :class:`TrainConfig`, ``model_args.*`` by the preset's config dataclass; unknown keys are
+errors listing the allowed ones. The resolved recipe is saved as ``<out>/recipe.yaml``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import yaml
+from torch import nn
+
+from mmgen.config import from_dict, load_recipe, parse_overrides, to_dict
+from mmgen.train import distributed as D
+from mmgen.train.state import latest_checkpoint
+from mmgen.train.trainer import TrainConfig, Trainer, seed_everything
+
+__all__ = ["Recipe", "resolve_recipe", "train"]
+
+KINDS = ("tokenizer", "generator")
+_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+# Bookkeeping fields that may change between a run and its resume (they do not alter the trajectory).
+_RESUME_MAY_CHANGE = {"out", "train.out_dir", "train.steps", "train.max_time_min", "train.log_every",
+                      "train.ckpt_every", "train.keep_last", "train.num_workers", "train.progress",
+                      "train.tensorboard", "train.image_every"}
+
+
+@dataclass
+class Recipe:
+    model: str  # a registered preset name
+    model_args: dict[str, Any] = field(default_factory=dict)  # typed later by the preset's config class
+    tokenizer: str | None = None  # generator recipes: folder of a trained tokenizer
+    data: dict[str, Any] = field(default_factory=dict)  # {spec: ..., **build_dataset kwargs}
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out: str | None = None
+
+
+def _fix_floats(node: Any) -> Any:
+    """``"3e-4"`` -> 3e-4: YAML 1.1 (PyYAML) reads exponent floats without a dot as strings."""
+    if isinstance(node, dict):
+        return {k: _fix_floats(v) for k, v in node.items()}
+    if isinstance(node, str) and _FLOAT_RE.fullmatch(node.strip()):
+        return float(node)
+    return node
+
+
+def _parse_leaves(node: Any) -> Any:
+    """Command-line strings inside free-form mappings get YAML typing (``"32"`` -> 32)."""
+    if isinstance(node, dict):
+        return {k: _parse_leaves(v) for k, v in node.items()}
+    if isinstance(node, str):
+        try:
+            return _fix_floats(yaml.safe_load(node))
+        except yaml.YAMLError:
+            return node
+    return node
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def resolve_recipe(recipe: str | Path | dict[str, Any] | Recipe, overrides: Sequence[str] = ()) -> Recipe:
+    """Load ``recipe`` (path, dict or Recipe) and apply typed ``key=value`` overrides."""
+    if isinstance(recipe, Recipe):
+        data = to_dict(recipe)
+    elif isinstance(recipe, dict):
+        data = dict(recipe)
+    else:
+        data = load_recipe(recipe)
+    extra = parse_overrides(list(overrides))
+    for key in ("model_args", "data"):
+        if isinstance(extra.get(key), dict):
+            extra[key] = _parse_leaves(extra[key])
+    merged = _fix_floats(_merge(data, extra))
+    if "model" not in merged:
+        raise ValueError(f"recipe needs a 'model' (a preset name); got keys {sorted(merged)}")
+    return from_dict(Recipe, merged)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and k in ("train", "data", "model_args") and not prefix:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _check_resume(saved_path: Path, recipe: Recipe) -> None:
+    saved = _flatten(yaml.safe_load(saved_path.read_text()) or {})
+    now = _flatten(to_dict(recipe))
+    diff = {k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now))
+            if k not in _RESUME_MAY_CHANGE and saved.get(k) != now.get(k)}
+    if diff:
+        raise ValueError(f"cannot resume: recipe differs from {saved_path} (saved, now): {diff}")
+
+
+def _tokenizer_parts(r: Recipe):
+    import mmgen
+
+    model = mmgen.create_tokenizer(r.model, **r.model_args)
+    has_forward = type(model).forward is not nn.Module.forward
+    if not has_forward and D.env_info().enabled:
+        raise TypeError(f"{type(model).__name__} must implement forward(pixels, step=0) returning loss(...): "
+                        "under DDP the wrapper's forward is what runs")
+
+    def loss_fn(m, batch, step: int):
+        if has_forward:
+            return m(batch["pixels"], step=step)  # forward == loss, so DDP's hooks run
+        return m.loss(batch["pixels"], step=step)  # single process only
+
+    return model, loss_fn, None  # None: the Trainer's default export (EMA weights if on)
+
+
+def _generator_parts(r: Recipe, device):
+    import mmgen
+    from mmgen.modeling import load_module
+    from mmgen.models.base import tokenizer_overrides
+
+    if not r.tokenizer:
+        raise ValueError("a generator recipe needs 'tokenizer: <folder of a trained tokenizer>'")
+    tok = load_module(r.tokenizer).to(device).eval().requires_grad_(False)
+    derived = tokenizer_overrides(tok)
+    clash = sorted(set(derived) & set(r.model_args))
+    if clash:
+        raise ValueError(f"model_args {clash} are determined by the tokenizer at {r.tokenizer}; remove them")
+    gen = mmgen.create_generator(r.model, **derived, **r.model_args)
+    gen.bind_tokenizer(tok)
+
+    def loss_fn(m, batch):
+        tokens, cond = D.unwrap(m).prepare_batch(batch)
+        return m(tokens, cond)
+
+    def export_fn(model, ema_model, path: Path, step: int) -> None:
+        from mmgen.pipeline import save_pipeline
+
+        save_pipeline(path, ema_model if ema_model is not None else model, tok)
+
+    return gen, loss_fn, export_fn
+
+
+def train(kind: str, recipe: str | Path | dict[str, Any] | Recipe, overrides: Sequence[str] = (), out: str | Path | None = None,
+          resume: bool = False, dataset_factory: Callable[..., Any] | None = None,
+          collate_fn: Callable | None = None) -> Path:
+    """Train a tokenizer or a generator from a recipe; returns the exported model folder ``<out>/model``.
+
+    Args:
+        dataset_factory: ``factory(spec, **data_rest)`` replacing ``mmgen.data.build_dataset``
+            (tests, custom data); ``collate_fn`` defaults to ``mmgen.data.collate`` only with the
+            built-in factory, torch's default collate otherwise.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r}; expected one of {KINDS}")
+    r = resolve_recipe(recipe, overrides)
+    out_dir = out if out is not None else r.out
+    if out_dir is None:
+        raise ValueError("no output folder: set 'out' in the recipe, pass out=..., or override out=PATH")
+    out_dir = Path(out_dir)
+    r = dataclasses.replace(r, out=str(out_dir), train=dataclasses.replace(r.train, out_dir=str(out_dir)))
+    if "spec" not in r.data:
+        raise ValueError(f"recipe data needs a 'spec' (dataset name); got {r.data}")
+    if latest_checkpoint(out_dir / "checkpoints") is not None and not resume:
+        raise FileExistsError(f"{out_dir} already holds a run; pass resume=True or choose another out")
+    recipe_file = out_dir / "recipe.yaml"
+    if resume and recipe_file.is_file():
+        _check_resume(recipe_file, r)
+    if D.env_info().is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = recipe_file.with_name(".recipe.yaml.tmp")
+        tmp.write_text(yaml.safe_dump(to_dict(r), sort_keys=False))
+        tmp.replace(recipe_file)
+
+    seed_everything(r.train.seed)  # same initial weights on every rank
+    device = D.default_device()
+    model, loss_fn, export_fn = _tokenizer_parts(r) if kind == "tokenizer" else _generator_parts(r, device)
+    if dataset_factory is None:
+        from mmgen.data import build_dataset, collate
+
+        dataset_factory, collate_fn = build_dataset, collate_fn or collate
+    data = dict(r.data)
+    dataset = dataset_factory(data.pop("spec"), **data)
+    kw = {} if export_fn is None else {"export_fn": export_fn}
+    trainer = Trainer(r.train, model, loss_fn, dataset, collate_fn=collate_fn, resume=resume, device=device, **kw)
+    trainer.fit()
+    return out_dir / "model"
