@@ -25,7 +25,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=500, help="prompts per setting")
     ap.add_argument("--shapes", nargs="*", default=["checkpoints/shapes-var", "checkpoints/shapes-raster"])
-    ap.add_argument("--digits", nargs="*", default=["checkpoints/digits-var"])
+    ap.add_argument("--digits", nargs="*", default=["checkpoints/digits-raster"])
     ap.add_argument("--per-class", type=int, default=50)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()

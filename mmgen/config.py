@@ -17,7 +17,7 @@ import yaml
 
 T = TypeVar("T")
 
-__all__ = ["from_dict", "to_dict", "parse_overrides", "apply_overrides", "load_recipe", "convert"]
+__all__ = ["from_dict", "to_dict", "merge_dicts", "parse_overrides", "apply_overrides", "load_recipe", "convert"]
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -153,10 +153,11 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def merge_dicts(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge: ``extra`` wins, nested mappings are merged."""
     out = dict(base)
     for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge_dicts(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -164,7 +165,7 @@ def apply_overrides(cfg: T, overrides: dict[str, Any] | list[str]) -> T:
     """Return a copy of dataclass ``cfg`` with overrides applied and type-checked."""
     if isinstance(overrides, (list, tuple)):
         overrides = parse_overrides(list(overrides))
-    return from_dict(type(cfg), _merge(to_dict(cfg), overrides))
+    return from_dict(type(cfg), merge_dicts(to_dict(cfg), overrides))
 
 
 def load_recipe(path: str | Path) -> dict[str, Any]:

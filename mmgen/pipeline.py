@@ -10,6 +10,7 @@ Layout of a pipeline folder::
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 from mmgen.modeling import atomic_dir, load_module, read_config
 from mmgen.sampling import SamplerConfig
 
-__all__ = ["Pipeline", "save_pipeline", "to_uint8"]
+__all__ = ["Pipeline", "save_pipeline", "export_pipeline", "to_uint8"]
 
 TOKENIZER_DIR = "tokenizer"
 
@@ -32,6 +33,16 @@ def save_pipeline(path: str | Path, generator, tokenizer, extra: dict[str, Any] 
         generator.write_files(tmp, dtype=dtype, extra=extra)
         tokenizer.write_files(tmp / TOKENIZER_DIR, dtype=dtype)
     return path
+
+
+def export_pipeline(src: str | Path, dst: str | Path, dtype: torch.dtype | None = torch.float16, sampler: dict[str, Any] | None = None) -> Path:
+    """Copy a trained pipeline into a small shippable folder (e.g. fp16 weights + recommended sampler)."""
+    pipe = Pipeline.from_pretrained(src)
+    dst = Path(dst)
+    save_pipeline(dst, pipe.generator, pipe.tokenizer, dtype=dtype)
+    if sampler:
+        (dst / "sampler.json").write_text(json.dumps(sampler, indent=2))
+    return dst
 
 
 def to_uint8(pixels: torch.Tensor) -> torch.Tensor:

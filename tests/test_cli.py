@@ -85,3 +85,13 @@ def test_train_cli_tokenizer_then_generator_then_sample(tmp_path):
     assert images.shape == (2, 3, 32, 32) and images.dtype == torch.uint8
     lines = (gen_out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2]
+
+
+def test_quickstart_writes_captioned_grid_and_scores(text_ckpt, tmp_path, capsys):
+    out = tmp_path / "qs.png"
+    assert main(["quickstart", "--ckpt", str(text_ckpt), "--out", str(out), "--n", "8"]) == 0
+    grid = Image.open(out)
+    assert grid.size[0] >= 4 * 128 and grid.size[1] >= 4 * 128  # 16 upscaled cells with captions
+    res = json.loads(out.with_suffix(".json").read_text())
+    assert 0.0 <= res["one_object_accuracy"] <= 1.0 and 0.0 <= res["two_object_accuracy"] <= 1.0
+    assert "whole-prompt accuracy" in capsys.readouterr().out

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import yaml
 from torch import nn
 
-from mmgen.config import from_dict, load_recipe, parse_overrides, to_dict
+from mmgen.config import from_dict, load_recipe, merge_dicts, parse_overrides, to_dict
 from mmgen.train import distributed as D
 from mmgen.train.state import latest_checkpoint
 from mmgen.train.trainer import TrainConfig, Trainer, seed_everything
@@ -62,13 +62,6 @@ def _parse_leaves(node: Any) -> Any:
     return node
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def resolve_recipe(recipe: str | Path | dict[str, Any] | Recipe, overrides: Sequence[str] = ()) -> Recipe:
     """Load ``recipe`` (path, dict or Recipe) and apply typed ``key=value`` overrides."""
     if isinstance(recipe, Recipe):
@@ -81,7 +74,7 @@ def resolve_recipe(recipe: str | Path | dict[str, Any] | Recipe, overrides: Sequ
     for key in ("model_args", "data"):
         if isinstance(extra.get(key), dict):
             extra[key] = _parse_leaves(extra[key])
-    merged = _fix_floats(_merge(data, extra))
+    merged = _fix_floats(merge_dicts(data, extra))
     if "model" not in merged:
         raise ValueError(f"recipe needs a 'model' (a preset name); got keys {sorted(merged)}")
     return from_dict(Recipe, merged)

@@ -1,0 +1,22 @@
+"""The shipped quickstart checkpoints load, match their recipes and generate."""
+from pathlib import Path
+
+import pytest
+import torch
+
+import mmgen
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = sorted(p for p in (ROOT / "checkpoints").glob("*") if (p / "config.json").is_file())
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no shipped checkpoints in checkpoints/")
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_checkpoint_generates(path):
+    pipe = mmgen.load(path)
+    assert (path / "REPRODUCE.md").is_file(), "every shipped checkpoint says how to reproduce it"
+    assert (path / "model.safetensors").stat().st_size < 16 * 2**20
+    kw = {"label": [0, 1]} if pipe.config.cond == "class" else {"prompt": ["a large red circle at the top left"] * 2}
+    images = pipe(**kw, seed=0)
+    assert images.shape == (2, 3, pipe.config.image_size, pipe.config.image_size) and images.dtype == torch.uint8
+    assert images.float().std() > 5  # not a blank canvas
