@@ -62,6 +62,8 @@ class Pipeline:
         path = Path(path)
         if not path.is_dir():
             raise FileNotFoundError(f"checkpoint folder {str(path)!r} does not exist")
+        if not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
+            path = path / "model"  # a training run folder: use its exported model
         meta = read_config(path)
         if meta.get("kind") != "generator":
             raise ValueError(f"{path} holds a {meta.get('kind', 'unknown')} ({meta.get('class')}), not a generator pipeline")
