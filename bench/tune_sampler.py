@@ -29,27 +29,28 @@ def main() -> None:
     ap.add_argument("dst")
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--digits", action="store_true")
-    ap.add_argument("--cfg", type=float, nargs="*", default=[1.0, 1.5, 2.0, 3.0, 4.0])
-    ap.add_argument("--top-k", type=int, nargs="*", default=[0, 20])
+    ap.add_argument("--cfg", type=float, nargs="*", default=[1.0, 1.5, 2.0, 3.0])
+    ap.add_argument("--temperature", type=float, nargs="*", default=[1.0, 0.8, 0.6])
+    ap.add_argument("--top-k", type=int, nargs="*", default=[0])
     args = ap.parse_args()
     pipe = mmgen.load(args.src)
     results = []
-    for cfg, top_k in itertools.product(args.cfg, args.top_k):
-        s = SamplerConfig(cfg_scale=cfg, top_k=top_k, seed=VALIDATION_SEED)
+    for cfg, temperature, top_k in itertools.product(args.cfg, args.temperature, args.top_k):
+        s = SamplerConfig(cfg_scale=cfg, temperature=temperature, top_k=top_k, seed=VALIDATION_SEED)
         if args.digits:
             score = digits_accuracy(pipe, per_class=max(args.n // 10, 5), sampler=s)["accuracy"]
         else:
             one = judge_pipeline(pipe, n=args.n, objects=1, sampler=s, seed=VALIDATION_SEED, progress=False)["whole"]
             two = judge_pipeline(pipe, n=args.n, objects=2, sampler=s, seed=VALIDATION_SEED, progress=False)["whole"]
             score = (one + two) / 2
-        results.append((score, cfg, top_k))
-        print(f"cfg={cfg:<4} top_k={top_k:<3} validation score {score:.3f}", flush=True)
-    score, cfg, top_k = max(results)
-    best = {"cfg_scale": cfg, "top_k": top_k}
+        results.append((score, cfg, temperature, top_k))
+        print(f"cfg={cfg:<4} temperature={temperature:<4} top_k={top_k:<3} validation score {score:.3f}", flush=True)
+    score, cfg, temperature, top_k = max(results)
+    best = {"cfg_scale": cfg, "temperature": temperature, "top_k": top_k}
     export_pipeline(args.src, args.dst, dtype=torch.float16, sampler=best)
     tuning = Path(args.dst) / "tuning.json"
     tuning.write_text(
-        json.dumps({"validation_seed": VALIDATION_SEED, "n": args.n, "sweep": [{"score": r[0], "cfg_scale": r[1], "top_k": r[2]} for r in results], "chosen": best}, indent=2))
+        json.dumps({"validation_seed": VALIDATION_SEED, "n": args.n, "sweep": [{"score": r[0], "cfg_scale": r[1], "temperature": r[2], "top_k": r[3]} for r in results], "chosen": best}, indent=2))
     print(f"chose {best} (validation {score:.3f}); shipped to {args.dst} ({tuning.name} has the sweep)")
 
 

@@ -148,6 +148,12 @@ class atomic_dir:
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
+        umask = os.umask(0)
+        os.umask(umask)
+        for root, dirs, files in os.walk(self.tmp):  # mkdtemp/safetensors create private modes
+            os.chmod(root, 0o777 & ~umask)
+            for f in files:
+                os.chmod(os.path.join(root, f), 0o666 & ~umask)
         old = None
         if self.path.exists():
             old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
