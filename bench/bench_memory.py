@@ -22,6 +22,8 @@ RECIPES = {
     "shapes_var": "msvq-tiny",
     "digits_vq": None,
     "digits_raster": "vq-tiny",
+    "digits_msvq": None,
+    "digits_var": "msvq-tiny",
 }
 
 CHILD = r"""
