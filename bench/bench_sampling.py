@@ -3,7 +3,7 @@
 Speed does not depend on trained weights, so freshly built tiny presets are used (plus the shipped
 checkpoints when present, as a check). Prints a table and writes JSON.
 
-    python bench/bench_sampling.py --batch 16 --repeats 3 --json bench/results/sampling_cpu.json
+    python bench/bench_sampling.py --batch 1 16 --repeats 3 --json bench/results/sampling_cpu.json
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def time_pipeline(pipe: Pipeline, prompts: list[str], sampler: SamplerConfig, re
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--batch", type=int, nargs="*", default=[1, 16])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     ap.add_argument("--cfg", type=float, default=2.0)
@@ -48,14 +48,14 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    prompts = ["a large red circle at the top left and a small blue square at the center"] * args.batch
     rows = []
     setups = [
         ("var-tiny", "msvq-tiny", True),
         ("raster-tiny", "vq-tiny", True),
         ("raster-tiny", "vq-tiny", False),
     ]
-    for gen_name, tok_name, cache in setups:
+    for batch, (gen_name, tok_name, cache) in [(b, s) for b in args.batch for s in setups]:
+        prompts = ["a large red circle at the top left and a small blue square at the center"] * batch
         pipe = build(gen_name, tok_name)
         sampler = SamplerConfig(cfg_scale=args.cfg, use_cache=cache, seed=0)
         sec = time_pipeline(pipe, prompts, sampler, args.repeats)
@@ -63,19 +63,20 @@ def main() -> None:
             "generator": gen_name, "tokenizer": tok_name, "kv_cache": cache,
             "params_M": round(pipe.generator.num_params() / 1e6, 3),
             "forward_passes": pipe.generator.forward_passes() if cache else None,
-            "batch": args.batch, "seconds": round(sec, 4), "images_per_s": round(args.batch / sec, 2),
+            "batch": batch, "seconds": round(sec, 4), "images_per_s": round(batch / sec, 2),
         })
-    by = {(r["generator"], r["kv_cache"]): r["images_per_s"] for r in rows}
-    summary = {
-        "var_vs_raster_cached": by[("var-tiny", True)] / by[("raster-tiny", True)],
-        "raster_cache_speedup": by[("raster-tiny", True)] / by[("raster-tiny", False)],
-    }
+    by = {(r["batch"], r["generator"], r["kv_cache"]): r["images_per_s"] for r in rows}
+    summary = {}
+    for b in args.batch:
+        summary[f"batch{b}_var_vs_raster_cached"] = round(by[(b, "var-tiny", True)] / by[(b, "raster-tiny", True)], 2)
+        summary[f"batch{b}_raster_cache_speedup"] = round(by[(b, "raster-tiny", True)] / by[(b, "raster-tiny", False)], 2)
     machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, cfg={args.cfg}"
     print(f"sampling speed ({machine})")
-    print(f"{'generator':14s} {'tokenizer':10s} {'cache':6s} {'params':>7s} {'passes':>7s} {'img/s':>8s}")
+    print(f"{'batch':>5s} {'generator':14s} {'tokenizer':10s} {'cache':6s} {'params':>7s} {'passes':>7s} {'img/s':>8s}")
     for r in rows:
-        print(f"{r['generator']:14s} {r['tokenizer']:10s} {str(r['kv_cache']):6s} {r['params_M']:6.2f}M {str(r['forward_passes']):>7s} {r['images_per_s']:8.2f}")
-    print(f"VAR / raster(cached): {summary['var_vs_raster_cached']:.1f}x   raster cache / no cache: {summary['raster_cache_speedup']:.1f}x")
+        print(f"{r['batch']:5d} {r['generator']:14s} {r['tokenizer']:10s} {str(r['kv_cache']):6s} {r['params_M']:6.2f}M {str(r['forward_passes']):>7s} {r['images_per_s']:8.2f}")
+    for k, v in summary.items():
+        print(f"{k}: {v}x")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"machine": machine, "rows": rows, "summary": summary}, indent=2))
