@@ -498,7 +498,13 @@ def _worker_ddp(out: str) -> None:
         for name, make in (("map", World), ("stream", RankStream)):
             Trainer(cfg(Path(out) / f"ddp-{name}", **DDP_CFG), fresh_model(), make_loss(False), make()).fit()
     finally:
+        torch.distributed.barrier()  # rank 0 may still be writing; gloo aborts if a peer leaves early
         torch.distributed.destroy_process_group()
+    # Interpreter shutdown can race gloo's background threads on a loaded machine ("terminate called
+    # without an active exception", an upstream teardown issue); everything is written, so leave now.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

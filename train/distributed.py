@@ -89,6 +89,7 @@ def setup(device: torch.device | None = None) -> tuple[DistInfo, bool]:
 
 def teardown(owned: bool) -> None:
     if owned and dist.is_initialized():
+        dist.barrier()  # no rank tears down while another still talks to it (gloo aborts otherwise)
         dist.destroy_process_group()
 
 
