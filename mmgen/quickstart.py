@@ -16,7 +16,7 @@ __all__ = ["quickstart", "captioned_grid"]
 def captioned_grid(images: torch.Tensor, captions: list[str], marks: list[bool] | None = None, cols: int = 4, cell: int = 128) -> Image.Image:
     """Upscaled images with their prompt underneath (green/red frame = judge says right/wrong)."""
     font = ImageFont.load_default()
-    text_h = 40
+    text_h = 52
     rows = (len(images) + cols - 1) // cols
     canvas = Image.new("RGB", (cols * (cell + 8), rows * (cell + text_h + 8)), (24, 24, 24))
     draw = ImageDraw.Draw(canvas)
@@ -26,7 +26,7 @@ def captioned_grid(images: torch.Tensor, captions: list[str], marks: list[bool] 
         canvas.paste(pil, (x, y))
         if marks is not None:
             draw.rectangle([x - 2, y - 2, x + cell + 1, y + cell + 1], outline=(0, 200, 0) if marks[i] else (220, 0, 0), width=2)
-        draw.multiline_text((x, y + cell + 3), "\n".join(textwrap.wrap(cap, 24)[:3]), fill=(230, 230, 230), font=font, spacing=1)
+        draw.multiline_text((x, y + cell + 3), "\n".join(textwrap.wrap(cap, 24)[:4]), fill=(230, 230, 230), font=font, spacing=1)
     return canvas
 
 
