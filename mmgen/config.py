@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -17,7 +18,7 @@ import yaml
 
 T = TypeVar("T")
 
-__all__ = ["from_dict", "to_dict", "merge_dicts", "parse_overrides", "apply_overrides", "load_recipe", "convert"]
+__all__ = ["from_dict", "to_dict", "merge_dicts", "fix_floats", "parse_scalar", "parse_leaves", "parse_overrides", "apply_overrides", "load_recipe", "convert"]
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -25,18 +26,31 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def _parse_scalar(text: str) -> Any:
+_EXP_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def fix_floats(node: Any) -> Any:
+    """``"3e-4"`` -> 3e-4, recursively: YAML 1.1 (PyYAML) reads exponent floats without a dot as strings."""
+    if isinstance(node, dict):
+        return {k: fix_floats(v) for k, v in node.items()}
+    if isinstance(node, str) and _EXP_FLOAT.fullmatch(node.strip()):
+        return float(node)
+    return node
+
+
+def parse_scalar(text: str) -> Any:
     """Parse a command-line value: YAML syntax, so ``3``, ``1e-3``, ``true``, ``[1,2]`` all work."""
     try:
-        value = yaml.safe_load(text)
+        return fix_floats(yaml.safe_load(text))
     except yaml.YAMLError:
         return text
-    if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
-        try:
-            return float(value) if any(c in value for c in "eE") and not value.isalpha() else value
-        except ValueError:
-            return value
-    return value
+
+
+def parse_leaves(node: Any) -> Any:
+    """Apply :func:`parse_scalar` to every string leaf of a nested mapping (untyped free-form fields)."""
+    if isinstance(node, dict):
+        return {k: parse_leaves(v) for k, v in node.items()}
+    return parse_scalar(node) if isinstance(node, str) else node
 
 
 def convert(value: Any, tp: Any, name: str = "value") -> Any:
@@ -71,7 +85,7 @@ def convert(value: Any, tp: Any, name: str = "value") -> Any:
         return from_dict(tp, value)
     if origin in (tuple, list):
         if isinstance(value, str):
-            value = _parse_scalar(value)
+            value = parse_scalar(value)
         if not isinstance(value, (list, tuple)):
             value = [value]
         if origin is tuple:
@@ -101,13 +115,13 @@ def convert(value: Any, tp: Any, name: str = "value") -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, str):
-            value = _parse_scalar(value)
+            value = parse_scalar(value)
         if not isinstance(value, int):
             raise ValueError(f"{name} expects an integer, got {value!r}")
         return value
     if tp is float:
         if isinstance(value, str):
-            value = _parse_scalar(value)
+            value = parse_scalar(value)
             if isinstance(value, str):
                 try:
                     value = float(value)

@@ -8,7 +8,6 @@ errors listing the allowed ones. The resolved recipe is saved as ``<out>/recipe.
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -16,7 +15,7 @@ from typing import Any, Callable, Sequence
 import yaml
 from torch import nn
 
-from mmgen.config import from_dict, load_recipe, merge_dicts, parse_overrides, to_dict
+from mmgen.config import fix_floats, from_dict, load_recipe, merge_dicts, parse_leaves, parse_overrides, to_dict
 from mmgen.train import distributed as D
 from mmgen.train.state import latest_checkpoint
 from mmgen.train.trainer import TrainConfig, Trainer, seed_everything
@@ -24,7 +23,6 @@ from mmgen.train.trainer import TrainConfig, Trainer, seed_everything
 __all__ = ["Recipe", "resolve_recipe", "train"]
 
 KINDS = ("tokenizer", "generator")
-_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 # Bookkeeping fields that may change between a run and its resume (they do not alter the trajectory).
 _RESUME_MAY_CHANGE = {"out", "train.out_dir", "train.steps", "train.max_time_min", "train.log_every",
                       "train.ckpt_every", "train.keep_last", "train.num_workers", "train.progress",
@@ -41,27 +39,6 @@ class Recipe:
     out: str | None = None
 
 
-def _fix_floats(node: Any) -> Any:
-    """``"3e-4"`` -> 3e-4: YAML 1.1 (PyYAML) reads exponent floats without a dot as strings."""
-    if isinstance(node, dict):
-        return {k: _fix_floats(v) for k, v in node.items()}
-    if isinstance(node, str) and _FLOAT_RE.fullmatch(node.strip()):
-        return float(node)
-    return node
-
-
-def _parse_leaves(node: Any) -> Any:
-    """Command-line strings inside free-form mappings get YAML typing (``"32"`` -> 32)."""
-    if isinstance(node, dict):
-        return {k: _parse_leaves(v) for k, v in node.items()}
-    if isinstance(node, str):
-        try:
-            return _fix_floats(yaml.safe_load(node))
-        except yaml.YAMLError:
-            return node
-    return node
-
-
 def resolve_recipe(recipe: str | Path | dict[str, Any] | Recipe, overrides: Sequence[str] = ()) -> Recipe:
     """Load ``recipe`` (path, dict or Recipe) and apply typed ``key=value`` overrides."""
     if isinstance(recipe, Recipe):
@@ -73,8 +50,8 @@ def resolve_recipe(recipe: str | Path | dict[str, Any] | Recipe, overrides: Sequ
     extra = parse_overrides(list(overrides))
     for key in ("model_args", "data"):
         if isinstance(extra.get(key), dict):
-            extra[key] = _parse_leaves(extra[key])
-    merged = _fix_floats(merge_dicts(data, extra))
+            extra[key] = parse_leaves(extra[key])
+    merged = fix_floats(merge_dicts(data, extra))
     if "model" not in merged:
         raise ValueError(f"recipe needs a 'model' (a preset name); got keys {sorted(merged)}")
     return from_dict(Recipe, merged)
