@@ -14,6 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from mmgen.modeling import write_json_atomic
+
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = {
     "shapes_vq": None,
@@ -60,8 +62,7 @@ def main() -> None:
             rows.append({"recipe": name, "steps": args.steps, "peak_rss_mb": round(peak, 1)})
             print(f"{name:16s} peak RSS {peak:8.1f} MB")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        write_json_atomic(args.json, rows)
 
 
 if __name__ == "__main__":

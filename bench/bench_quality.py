@@ -8,7 +8,6 @@ settings are written with every number.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -16,9 +15,19 @@ import torch
 import mmgen
 from mmgen.eval.generation import digits_accuracy, judge_pipeline
 from mmgen.sample.cli import recommended_sampler
+from mmgen.modeling import write_json_atomic
 from mmgen.sampling import SamplerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def load(ckpt: str):
+    """Pipeline + its recommended sampler, or None (with a message) when the folder is missing."""
+    path = Path(ckpt) if Path(ckpt).is_absolute() else ROOT / ckpt
+    if not path.is_dir():
+        print(f"skip {ckpt}: not found")
+        return None
+    return mmgen.load(path), SamplerConfig(**recommended_sampler(path))
 
 
 def main() -> None:
@@ -31,30 +40,24 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     for ckpt in args.shapes:
-        path = ROOT / ckpt if not Path(ckpt).is_absolute() else Path(ckpt)
-        if not path.is_dir():
-            print(f"skip {ckpt}: not found")
+        if (loaded := load(ckpt)) is None:
             continue
-        pipe = mmgen.load(path)
-        sampler = SamplerConfig(**recommended_sampler(path))
+        pipe, sampler = loaded
         for objects in (1, 2):
             r = judge_pipeline(pipe, n=args.n, objects=objects, sampler=sampler)
             r = {k: v for k, v in r.items() if k not in ("images", "prompts")}
             rows.append({"checkpoint": ckpt, "task": f"shapes {objects}-object", **r})
             print(f"{ckpt:28s} shapes {objects}-object  whole={r['whole']:.3f}  color={r['color']:.3f} shape={r['shape']:.3f} size={r['size']:.3f} position={r['position']:.3f}  {r['images_per_second']:.1f} img/s")
     for ckpt in args.digits:
-        path = ROOT / ckpt if not Path(ckpt).is_absolute() else Path(ckpt)
-        if not path.is_dir():
-            print(f"skip {ckpt}: not found")
+        if (loaded := load(ckpt)) is None:
             continue
-        pipe = mmgen.load(path)
-        r = digits_accuracy(pipe, per_class=args.per_class, sampler=SamplerConfig(**recommended_sampler(path)))
+        pipe, sampler = loaded
+        r = digits_accuracy(pipe, per_class=args.per_class, sampler=sampler)
         r = {k: v for k, v in r.items() if k not in ("images", "labels")}
         rows.append({"checkpoint": ckpt, "task": "digits class-conditional", **r})
         print(f"{ckpt:28s} digits: {r['accuracy']:.3f} of {r['n']} generated digits classified as their label")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"threads": torch.get_num_threads(), "rows": rows}, indent=2))
+        write_json_atomic(args.json, {"threads": torch.get_num_threads(), "rows": rows})
 
 
 if __name__ == "__main__":

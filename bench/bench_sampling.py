@@ -8,7 +8,6 @@ checkpoints when present, as a check). Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import torch
 
 import mmgen
+from mmgen.modeling import write_json_atomic
 from mmgen.models.base import tokenizer_overrides
 from mmgen.pipeline import Pipeline
 from mmgen.sampling import SamplerConfig
@@ -78,8 +78,7 @@ def main() -> None:
     for k, v in summary.items():
         print(f"{k}: {v}x")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"machine": machine, "rows": rows, "summary": summary}, indent=2))
+        write_json_atomic(args.json, {"machine": machine, "rows": rows, "summary": summary})
 
 
 if __name__ == "__main__":

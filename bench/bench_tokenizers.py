@@ -7,13 +7,12 @@ Evaluated on the held-out ``split="test"`` images of each tokenizer's world.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
 from mmgen.data import build_dataset
-from mmgen.modeling import load_module
+from mmgen.modeling import load_module, write_json_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = {"checkpoints/shapes-var/tokenizer": "shapes", "checkpoints/shapes-raster/tokenizer": "shapes",
@@ -51,8 +50,7 @@ def main() -> None:
         rows.append(r)
         print(f"{rel:40s} {r['class']:22s} {world:7s} PSNR {r['psnr_db']:6.2f} dB  usage {r['codebook_usage']:.3f}  perplexity {r['perplexity']:7.1f}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        write_json_atomic(args.json, rows)
 
 
 if __name__ == "__main__":

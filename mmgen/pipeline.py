@@ -11,8 +11,7 @@ Layout of a pipeline folder::
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -113,18 +112,12 @@ class Pipeline:
         cond = self.condition(prompt, label, n)
         out = []
         for start in range(0, cond.batch_size, batch_size):
-            sl = slice(start, start + batch_size)
-            part = type(cond)(len(range(*sl.indices(cond.batch_size))), None if cond.labels is None else cond.labels[sl], None if cond.text is None else cond.text[sl])
+            part = cond.slice(start, start + batch_size)
             negative = None
             if negative_prompt is not None:
                 negative = self.generator.make_condition(prompts=[negative_prompt] * part.batch_size)
             # each chunk gets its own seed offset so chunking never repeats samples
-            chunk_sampler = SamplerConfig(**{**asdict(sampler), "seed": sampler.seed + start})
+            chunk_sampler = replace(sampler, seed=sampler.seed + start)
             tokens = self.generator.generate(part, chunk_sampler, callback=callback, negative=negative)
             out.append(to_uint8(self.tokenizer.decode(tokens)).cpu())
         return torch.cat(out)
-
-    def timed(self, **kw: Any) -> tuple[torch.Tensor, float]:
-        t0 = time.perf_counter()
-        images = self(**kw)
-        return images, time.perf_counter() - t0

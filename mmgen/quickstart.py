@@ -6,7 +6,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
@@ -40,7 +39,6 @@ def quickstart(ckpt: str | Path, out: str | Path = "out/quickstart.png", n: int 
     ckpt = Path(ckpt)
     if not ckpt.is_dir():
         raise FileNotFoundError(f"no checkpoint at {ckpt}; the shipped ones live in checkpoints/ of the repository")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     pipe = mmgen.load(ckpt)
     sampler = SamplerConfig(**recommended_sampler(ckpt))
     info = pipe.describe()

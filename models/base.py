@@ -47,6 +47,12 @@ class Condition:
     def to(self, device) -> "Condition":
         return Condition(self.batch_size, None if self.labels is None else self.labels.to(device), None if self.text is None else self.text.to(device))
 
+    def slice(self, start: int, stop: int) -> "Condition":
+        """Samples ``start:stop`` of the batch (used to generate in chunks)."""
+        sl = slice(start, min(stop, self.batch_size))
+        part = lambda a: None if a is None else a[sl]  # noqa: E731
+        return Condition(sl.stop - start, part(self.labels), part(self.text))
+
     def cat(self, other: "Condition") -> "Condition":
         """Concatenate along the batch (used for the ``[cond; uncond]`` CFG batch)."""
         cat = lambda a, b: None if a is None else torch.cat([a, b])  # noqa: E731

@@ -5,7 +5,7 @@ These are what the quickstart prints and what ``bench/`` writes to RESULTS.md.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -42,7 +42,7 @@ def judge_pipeline(pipe, n: int = 500, objects: int = 1, sampler: SamplerConfig 
     for start in tqdm(range(0, n, batch_size), desc=f"judge {objects}-object", disable=not progress, leave=False):
         chunk = prompts[start : start + batch_size]
         t0 = time.perf_counter()
-        images.append(pipe(prompt=chunk, sampler=SamplerConfig(**{**asdict(sampler), "seed": sampler.seed + start})))
+        images.append(pipe(prompt=chunk, sampler=replace(sampler, seed=sampler.seed + start)))
         seconds += time.perf_counter() - t0
     images = torch.cat(images)
     scores = judge_batch(images.permute(0, 2, 3, 1).numpy(), prompts)  # uint8 HWC
@@ -58,7 +58,7 @@ def digits_accuracy(pipe, per_class: int = 50, sampler: SamplerConfig | None = N
     labels = [d for d in range(10) for _ in range(per_class)]
     images = []
     for start in range(0, len(labels), batch_size):
-        images.append(pipe(label=labels[start : start + batch_size], sampler=SamplerConfig(**{**asdict(sampler), "seed": sampler.seed + start})))
+        images.append(pipe(label=labels[start : start + batch_size], sampler=replace(sampler, seed=sampler.seed + start)))
     images = torch.cat(images)
     clf = DigitsClassifier.fit(seed=0)
     pixels = images.float() / 127.5 - 1
