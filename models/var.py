@@ -90,12 +90,15 @@ class VARGenerator(Generator):
         with torch.no_grad():
             var_input = self.tokenizer.ids_to_var_input(tokens.ids)
         x = torch.cat([prefix, self._scale_inputs(var_input, pooled)], dim=1)
-        return self.run_group(x, 0, None, pooled)[:, self.prefix_len :]
+        return self.run_group(x, 0, None, pooled, last=tokens.ids.shape[1])
 
-    def run_group(self, x: torch.Tensor, start: int, cache, pooled: torch.Tensor) -> torch.Tensor:
-        """Logits for sequence slots ``start .. start+len(x)-1`` (through the KV cache if given)."""
+    def run_group(self, x: torch.Tensor, start: int, cache, pooled: torch.Tensor, last: int = 0) -> torch.Tensor:
+        """Logits for sequence slots ``start .. start+len(x)-1`` (through the KV cache if given).
+
+        ``last > 0`` applies the head to the last ``last`` slots only (the prefix needs no logits).
+        """
         h = self.transformer(x, self.positions[start : start + x.shape[1]], self._mask(), cache=cache, cond=pooled)
-        return self.head(h)
+        return self.head(h[:, -last:] if last else h)
 
     def forward(self, tokens: Tokens, cond: Condition) -> tuple[torch.Tensor, dict]:
         if self.training:
@@ -129,9 +132,9 @@ class VARGenerator(Generator):
         all_ids, start = [], 0
         for k, s in enumerate(scales):
             if cache is None:
-                logits = self.run_group(seq, 0, None, pooled)[:, -s * s :].float()
+                logits = self.run_group(seq, 0, None, pooled, last=s * s).float()
             else:
-                logits = self.run_group(x, start, cache, pooled)[:, -s * s :].float()
+                logits = self.run_group(x, start, cache, pooled, last=s * s).float()
             if sampler.guided:
                 logits = guide(logits, cfg_scale_at(sampler, k / max(K - 1, 1)))
             ids = sample_logits(logits, sampler, rng)
