@@ -1,6 +1,7 @@
 """Generators on the shared transformer (installed as ``mmgen.models``)."""
 from mmgen.models.base import Condition, Generator, GeneratorConfig, tokenizer_overrides
 from mmgen.models.raster import RasterConfig, RasterGenerator
+from mmgen.models.rar import RARConfig, RARGenerator
 from mmgen.models.var import VARConfig, VARGenerator
 
-__all__ = ["Condition", "Generator", "GeneratorConfig", "tokenizer_overrides", "RasterGenerator", "RasterConfig", "VARGenerator", "VARConfig"]
+__all__ = ["Condition", "Generator", "GeneratorConfig", "tokenizer_overrides", "RasterGenerator", "RasterConfig", "VARGenerator", "VARConfig", "RARGenerator", "RARConfig"]

@@ -4,6 +4,12 @@ Sequence: ``[condition prefix] + tok(0..N-2)``; the output at the position befor
 predicts token ``n``. Class conditions are one prefix token, text is a prefix of BPE tokens that
 see each other bidirectionally (``Causal(prefix=P)``). Positions are multi-axis RoPE: the prefix
 is 1D, image tokens carry their ``(row, col)`` on the grid.
+
+RoPE only tells a query how far away a key is, so a small model finds it hard to know *which*
+cell it is about to generate, and so which words of the prompt apply (two-object prompts bind
+colours to positions). With ``target_pos_embed`` every slot that predicts a token also gets a
+learned embedding of that token's grid cell (the slot before token ``n`` gets ``pos[n]``), the
+target-aware embedding RAR uses for arbitrary orders, here in raster order.
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ __all__ = ["RasterConfig", "RasterGenerator", "grid_positions"]
 
 @dataclass
 class RasterConfig(GeneratorConfig):
-    pass
+    target_pos_embed: bool = False  # (presets turn it on) learned embedding of the cell each slot predicts (see module doc)
 
 
 def grid_positions(prefix: int, h: int, w: int) -> torch.Tensor:
@@ -51,6 +57,8 @@ class RasterGenerator(Generator):
         self.transformer = Transformer(self.config.transformer)
         self.head = nn.Linear(dim, self.config.vocab_size, bias=False)
         nn.init.zeros_(self.head.weight)
+        if self.config.target_pos_embed:
+            self.target_pos = nn.Parameter(torch.randn(self.layout.num_tokens, dim) * 0.02)
         P = self.cond_embed.prefix_len
         self.register_buffer("positions", grid_positions(P, self.layout.h, self.layout.w), persistent=False)
 
@@ -65,15 +73,41 @@ class RasterGenerator(Generator):
         """Positions of sequence slots ``start..end-1`` (slot P+n holds the embedding of token n)."""
         return self.positions[start:end]
 
-    def logits(self, tokens: Tokens, cond: Condition) -> torch.Tensor:
-        """Teacher-forced logits ``(B, N, V)``: row ``n`` predicts token ``n``."""
+    def _add_targets(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """Add the target-cell embedding to slots ``start..`` of ``x`` (slot ``P-1+n`` predicts token ``n``)."""
+        if not self.config.target_pos_embed:
+            return x
+        first = self.prefix_len - 1  # the slot that predicts token 0
+        lo, hi = max(start, first), min(start + x.shape[1], first + self.layout.num_tokens)
+        if lo >= hi:
+            return x
+        pad = (lo - start, start + x.shape[1] - hi)
+        return x + F.pad(self.target_pos[lo - first : hi - first], (0, 0) + pad)
+
+    def logits(self, tokens: Tokens, cond: Condition, order: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits ``(B, N, V)``: row ``n`` predicts token ``n`` (raster order).
+
+        With ``order (B, N)``, a permutation of the cells per sample, the sequence is generated in
+        that order instead (RAR): row ``i`` predicts token ``order[:, i]``; every token keeps the
+        RoPE coordinate of its own cell and each slot gets the target embedding of the cell it predicts.
+        """
         ids = tokens.ids
         if ids is None or tokens.layout != self.layout:
             raise ValueError(f"expected discrete tokens with layout {self.layout}, got {tokens.layout}")
         prefix, _ = self.cond_embed(cond)
-        x = torch.cat([prefix, self.tok_embed(ids[:, :-1])], dim=1)
         P, N = self.prefix_len, ids.shape[1]
-        h = self.transformer(x, self._token_positions(0, P + N - 1), self._mask())
+        if order is None:
+            x = torch.cat([prefix, self.tok_embed(ids[:, :-1])], dim=1)
+            h = self.transformer(self._add_targets(x, 0), self._token_positions(0, P + N - 1), self._mask())
+            return self.head(h[:, P - 1 :])
+        if order.shape != ids.shape:
+            raise ValueError(f"order must have the tokens' shape {tuple(ids.shape)}, got {tuple(order.shape)}")
+        x = torch.cat([prefix, self.tok_embed(ids.gather(1, order[:, :-1]))], dim=1)
+        if self.config.target_pos_embed:
+            x = x + F.pad(self.target_pos[order], (0, 0, P - 1, 0))
+        grid = self.positions[P:][order[:, :-1]]  # (B, N-1, 3): each token at its own cell
+        positions = torch.cat([self.positions[:P].expand(ids.shape[0], -1, -1), grid], dim=1)
+        h = self.transformer(x, positions, self._mask())
         return self.head(h[:, P - 1 :])
 
     def forward(self, tokens: Tokens, cond: Condition) -> tuple[torch.Tensor, dict]:
@@ -89,7 +123,7 @@ class RasterGenerator(Generator):
     @torch.no_grad()
     def next_logits(self, x: torch.Tensor, start: int, cache) -> torch.Tensor:
         """Run slots ``start..start+n-1`` (through the cache if given) and return the last slot's logits."""
-        h = self.transformer(x, self._token_positions(start, start + x.shape[1]), self._mask(), cache=cache)
+        h = self.transformer(self._add_targets(x, start), self._token_positions(start, start + x.shape[1]), self._mask(), cache=cache)
         return self.head(h[:, -1]).float()
 
     @torch.no_grad()
@@ -119,13 +153,14 @@ class RasterGenerator(Generator):
 
 
 _TINY = dict(dim=192, depth=6, heads=6)
+_RASTER = dict(target_pos_embed=True)
 
 
 def _register() -> None:
-    register_preset("raster-tiny", RasterGenerator, tags=("tiny",), transformer=dict(_TINY), cond="text", text_vocab=shapes_text_vocab)
-    register_preset("raster-tiny-class", RasterGenerator, tags=("tiny",), transformer=dict(_TINY), cond="class", num_classes=10)
+    register_preset("raster-tiny", RasterGenerator, tags=("tiny",), transformer=dict(_TINY), **_RASTER, cond="text", text_vocab=shapes_text_vocab)
+    register_preset("raster-tiny-class", RasterGenerator, tags=("tiny",), transformer=dict(_TINY), **_RASTER, cond="class", num_classes=10)
     # LlamaGen reference sizes (class-conditional ImageNet, 16x16 tokens of a 16384-code VQ).
-    ref = dict(cond="class", num_classes=1000, vocab_size=16384, layout={"type": "grid", "h": 16, "w": 16}, image_size=256, token_dim=8)
+    ref = dict(cond="class", num_classes=1000, vocab_size=16384, layout={"type": "grid", "h": 16, "w": 16}, image_size=256, token_dim=8, **_RASTER)
     register_preset("llamagen-b", RasterGenerator, tags=("reference",), transformer=dict(dim=768, depth=12, heads=12), **ref)
     register_preset("llamagen-l", RasterGenerator, tags=("reference",), transformer=dict(dim=1024, depth=24, heads=16), **ref)
 

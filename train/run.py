@@ -8,6 +8,7 @@ errors listing the allowed ones. The resolved recipe is saved as ``<out>/recipe.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -109,8 +110,13 @@ def _generator_parts(r: Recipe, device):
     gen = mmgen.create_generator(r.model, **derived, **r.model_args)
     gen.bind_tokenizer(tok)
 
-    def loss_fn(m, batch):
+    # generators whose loss depends on training progress (RAR's order annealing) get step / steps
+    wants_progress = "progress" in inspect.signature(type(gen).forward).parameters
+
+    def loss_fn(m, batch, step: int):
         tokens, cond = D.unwrap(m).prepare_batch(batch)
+        if wants_progress:
+            return m(tokens, cond, progress=step / r.train.steps)
         return m(tokens, cond)
 
     def export_fn(model, ema_model, path: Path, step: int) -> None:

@@ -53,15 +53,17 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("axis_of", torch.repeat_interleave(torch.arange(axes, device="cpu"), torch.tensor(sections, device="cpu")), persistent=False)
 
     def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``positions (N, A)`` -> ``(cos, sin)`` each ``(N, head_dim/2)`` in float32."""
-        if positions.dim() != 2 or positions.shape[1] != len(self.sections):
-            raise ValueError(f"positions must be (N, {len(self.sections)}), got {tuple(positions.shape)}")
-        angles = positions.float()[:, self.axis_of] * self.inv_freq
+        """``positions (N, A)`` or per-sample ``(B, N, A)`` -> ``(cos, sin)`` each ``(..., N, head_dim/2)`` in float32."""
+        if positions.dim() not in (2, 3) or positions.shape[-1] != len(self.sections):
+            raise ValueError(f"positions must be (N, {len(self.sections)}) or (B, N, {len(self.sections)}), got {tuple(positions.shape)}")
+        angles = positions.float()[..., self.axis_of] * self.inv_freq
         return angles.cos(), angles.sin()
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x (B, H, N, D)`` by ``cos/sin (N, D/2)`` (pairs ``i`` and ``i + D/2``)."""
+    """Rotate ``x (B, H, N, D)`` by ``cos/sin (N, D/2)`` or per-sample ``(B, N, D/2)`` (pairs ``i`` and ``i + D/2``)."""
+    if cos.dim() == 3:
+        cos, sin = cos[:, None], sin[:, None]
     x1, x2 = x.float().chunk(2, dim=-1)
     out = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
     return out.to(x.dtype)

@@ -88,7 +88,7 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """``forward(x (B,N,dim), positions (N,axes), mask, cache=None, cond=None) -> (B,N,dim)``."""
+    """``forward(x (B,N,dim), positions (N,axes) or (B,N,axes), mask, cache=None, cond=None) -> (B,N,dim)``."""
 
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
@@ -106,8 +106,8 @@ class Transformer(nn.Module):
         return KVCache(self.cfg.depth, max_len)
 
     def forward(self, x, positions, mask: Mask | None, cache: KVCache | None = None, cond=None) -> torch.Tensor:
-        if positions.shape[0] != x.shape[1]:
-            raise ValueError(f"{positions.shape[0]} positions for {x.shape[1]} tokens")
+        if positions.shape[-2] != x.shape[1]:
+            raise ValueError(f"{positions.shape[-2]} positions for {x.shape[1]} tokens")
         rope = self.rope(positions.to(x.device))
         for i, block in enumerate(self.blocks):
             layer_cache = cache[i] if cache is not None else None

@@ -1,0 +1,86 @@
+"""RAR (randomized autoregressive generation): the raster generator trained on random orders.
+
+Training permutes each token sequence into a random factorization order with probability ``r``.
+``r`` stays 1 for the first ``anneal_start`` fraction of training, decays linearly to 0 by
+``anneal_end`` and the rest trains on raster order, so the model ends as a raster model that has
+seen bidirectional context (the paper's point). Under a random order the model must know which
+cell it is asked for: every slot carries the target-aware embedding of the cell it predicts
+(``RasterConfig.target_pos_embed``), and every token keeps the RoPE coordinate of its own cell.
+
+Sampling is the raster generator's: raster order with the KV cache, CFG constant, linear or with
+the paper's power-cosine schedule (``SamplerConfig.cfg_schedule``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from mmgen.models.base import Condition
+from mmgen.models.raster import _TINY, RasterConfig, RasterGenerator
+from mmgen.registry import register_preset
+from mmgen.text import shapes_text_vocab
+from mmgen.tokens import Tokens
+
+__all__ = ["RARConfig", "RARGenerator", "permute_probability"]
+
+
+@dataclass
+class RARConfig(RasterConfig):
+    target_pos_embed: bool = True
+    anneal_start: float = 0.3125  # fraction of training at r = 1 (paper: epoch 125 of 400)
+    anneal_end: float = 0.75  # r reaches 0 here (paper: epoch 300 of 400); raster order after
+
+
+def permute_probability(progress: float, start: float, end: float) -> float:
+    """The annealed probability ``r`` of a random order at training progress ``progress`` in [0, 1]."""
+    if progress <= start:
+        return 1.0
+    if progress >= end:
+        return 0.0
+    return 1.0 - (progress - start) / (end - start)
+
+
+class RARGenerator(RasterGenerator):
+    config_class = RARConfig
+
+    def __init__(self, config: RARConfig) -> None:
+        if not config.target_pos_embed:
+            raise ValueError("RAR needs target_pos_embed=True: under a random order a slot must know which cell it predicts")
+        if not 0.0 <= config.anneal_start <= config.anneal_end <= 1.0:
+            raise ValueError(f"need 0 <= anneal_start <= anneal_end <= 1, got {config.anneal_start}, {config.anneal_end}")
+        super().__init__(config)
+
+    def sample_orders(self, batch: int, r: float) -> torch.Tensor:
+        """``(batch, N)`` orders: a random permutation with probability ``r``, else raster."""
+        N = self.layout.num_tokens
+        raster = torch.arange(N, device=self.device).expand(batch, N)
+        if r <= 0:
+            return raster.clone()
+        shuffle = torch.rand(batch, device=self.device) < r
+        random = torch.rand(batch, N, device=self.device).argsort(dim=1)
+        return torch.where(shuffle[:, None], random, raster)
+
+    def forward(self, tokens: Tokens, cond: Condition, progress: float = 0.0) -> tuple[torch.Tensor, dict]:
+        """Loss at training ``progress`` in [0, 1] (the trainer passes ``step / steps``); eval is raster order."""
+        r = permute_probability(progress, self.config.anneal_start, self.config.anneal_end) if self.training else 0.0
+        if self.training:
+            cond = self.cond_embed.drop(cond, self.config.cond_dropout)
+        order = self.sample_orders(tokens.ids.shape[0], r)
+        logits = self.logits(tokens, cond, order)
+        target = tokens.ids.gather(1, order)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1))
+        return loss, {"ce": loss.detach(), "rar/permute_prob": torch.tensor(r)}
+
+
+def _register() -> None:
+    register_preset("rar-tiny", RARGenerator, tags=("tiny",), transformer=dict(_TINY), cond="text", text_vocab=shapes_text_vocab)
+    register_preset("rar-tiny-class", RARGenerator, tags=("tiny",), transformer=dict(_TINY), cond="class", num_classes=10)
+    # RAR reference sizes (class-conditional ImageNet 256, 16x16 tokens of a 1024-code MaskGIT VQ).
+    ref = dict(cond="class", num_classes=1000, vocab_size=1024, layout={"type": "grid", "h": 16, "w": 16}, image_size=256, token_dim=8)
+    register_preset("rar-b", RARGenerator, tags=("reference",), transformer=dict(dim=768, depth=24, heads=16), **ref)
+    register_preset("rar-l", RARGenerator, tags=("reference",), transformer=dict(dim=1024, depth=24, heads=16), **ref)
+
+
+_register()
