@@ -77,10 +77,11 @@ class RARGenerator(RasterGenerator):
 def _register() -> None:
     register_preset("rar-tiny", RARGenerator, tags=("tiny",), transformer=dict(_TINY), cond="text", text_vocab=shapes_text_vocab)
     register_preset("rar-tiny-class", RARGenerator, tags=("tiny",), transformer=dict(_TINY), cond="class", num_classes=10)
-    # RAR reference sizes (class-conditional ImageNet 256, 16x16 tokens of a 1024-code MaskGIT VQ).
+    # RAR reference sizes (class-conditional ImageNet 256, 16x16 tokens of a 1024-code MaskGIT VQ);
+    # like the paper, their blocks are AdaLN-modulated by the class embedding.
     ref = dict(cond="class", num_classes=1000, vocab_size=1024, layout={"type": "grid", "h": 16, "w": 16}, image_size=256, token_dim=8)
-    register_preset("rar-b", RARGenerator, tags=("reference",), transformer=dict(dim=768, depth=24, heads=16), **ref)
-    register_preset("rar-l", RARGenerator, tags=("reference",), transformer=dict(dim=1024, depth=24, heads=16), **ref)
+    register_preset("rar-b", RARGenerator, tags=("reference",), transformer=dict(dim=768, depth=24, heads=16, adaln_dim=768), **ref)
+    register_preset("rar-l", RARGenerator, tags=("reference",), transformer=dict(dim=1024, depth=24, heads=16, adaln_dim=1024), **ref)
 
 
 _register()

@@ -52,6 +52,8 @@ class RasterGenerator(Generator):
         if not isinstance(self.layout, GridLayout):
             raise ValueError(f"the raster generator needs a grid layout, got {self.layout}")
         dim = self.config.transformer.dim
+        if self.config.transformer.adaln_dim not in (0, dim):
+            raise ValueError(f"the AdaLN condition is the pooled condition of width {dim}; got adaln_dim={self.config.transformer.adaln_dim}")
         self.tok_embed = nn.Embedding(self.config.vocab_size, dim)
         nn.init.normal_(self.tok_embed.weight, std=0.02)
         self.transformer = Transformer(self.config.transformer)
@@ -94,11 +96,12 @@ class RasterGenerator(Generator):
         ids = tokens.ids
         if ids is None or tokens.layout != self.layout:
             raise ValueError(f"expected discrete tokens with layout {self.layout}, got {tokens.layout}")
-        prefix, _ = self.cond_embed(cond)
+        prefix, pooled = self.cond_embed(cond)
+        pooled = self._adaln(pooled)
         P, N = self.prefix_len, ids.shape[1]
         if order is None:
             x = torch.cat([prefix, self.tok_embed(ids[:, :-1])], dim=1)
-            h = self.transformer(self._add_targets(x, 0), self._token_positions(0, P + N - 1), self._mask())
+            h = self.transformer(self._add_targets(x, 0), self._token_positions(0, P + N - 1), self._mask(), cond=pooled)
             return self.head(h[:, P - 1 :])
         if order.shape != ids.shape:
             raise ValueError(f"order must have the tokens' shape {tuple(ids.shape)}, got {tuple(order.shape)}")
@@ -107,7 +110,7 @@ class RasterGenerator(Generator):
             x = x + F.pad(self.target_pos[order], (0, 0, P - 1, 0))
         grid = self.positions[P:][order[:, :-1]]  # (B, N-1, 3): each token at its own cell
         positions = torch.cat([self.positions[:P].expand(ids.shape[0], -1, -1), grid], dim=1)
-        h = self.transformer(x, positions, self._mask())
+        h = self.transformer(x, positions, self._mask(), cond=pooled)
         return self.head(h[:, P - 1 :])
 
     def forward(self, tokens: Tokens, cond: Condition) -> tuple[torch.Tensor, dict]:
@@ -120,10 +123,15 @@ class RasterGenerator(Generator):
     def forward_passes(self) -> int:
         return self.layout.num_tokens
 
+    def _adaln(self, pooled: torch.Tensor) -> torch.Tensor | None:
+        """The pooled condition when the backbone is AdaLN-modulated (RAR's reference models), else None."""
+        return pooled if self.config.transformer.adaln_dim else None
+
     @torch.no_grad()
-    def next_logits(self, x: torch.Tensor, start: int, cache) -> torch.Tensor:
+    def next_logits(self, x: torch.Tensor, start: int, cache, pooled: torch.Tensor | None = None) -> torch.Tensor:
         """Run slots ``start..start+n-1`` (through the cache if given) and return the last slot's logits."""
-        h = self.transformer(self._add_targets(x, start), self._token_positions(start, start + x.shape[1]), self._mask(), cache=cache)
+        pos = self._token_positions(start, start + x.shape[1])
+        h = self.transformer(self._add_targets(x, start), pos, self._mask(), cache=cache, cond=self._adaln(pooled) if pooled is not None else None)
         return self.head(h[:, -1]).float()
 
     @torch.no_grad()
@@ -132,16 +140,16 @@ class RasterGenerator(Generator):
         B, N, P = cond.batch_size, self.layout.num_tokens, self.prefix_len
         rng = sampler.generator(self.device)
         full = self.cfg_batch(cond.to(self.device), sampler, negative)
-        prefix, _ = self.cond_embed(full)
+        prefix, pooled = self.cond_embed(full)
         ids = torch.zeros(B, N, dtype=torch.long, device=self.device)
         cache = self.transformer.new_cache(max_len=P + N) if sampler.use_cache else None
         x, start = prefix, 0
         for n in range(N):
             if cache is None:  # recompute the whole sequence every step (reference / benchmark path)
                 seq = torch.cat([prefix, self.tok_embed(ids[:, :n]).repeat(full.batch_size // B, 1, 1)], 1)
-                logits = self.next_logits(seq, 0, None)
+                logits = self.next_logits(seq, 0, None, pooled)
             else:
-                logits = self.next_logits(x, start, cache)
+                logits = self.next_logits(x, start, cache, pooled)
             if sampler.guided:
                 logits = guide(logits, cfg_scale_at(sampler, n / max(N - 1, 1)))
             ids[:, n] = sample_logits(logits, sampler, rng)

@@ -156,7 +156,8 @@ def test_reference_presets_build_on_meta(name):
     with torch.device("meta"):
         gen = mmgen.create_generator(name)
     n = gen.num_params()
-    expected = {"var-d16": 310e6, "var-d20": 600e6, "var-d24": 1.0e9, "llamagen-b": 111e6, "llamagen-l": 343e6,
-                # RAR's widths/depths; the papers' 261M/461M include per-block AdaLN, which mmgen's raster backbone has not
-                "rar-b": 172e6, "rar-l": 307e6}
-    assert abs(n - expected[name]) / expected[name] < 0.1, f"{name}: {n / 1e6:.1f}M params"
+    # the papers' counts; 2% unless the paper rounds coarser (VAR-d24 is reported as "1.0B")
+    expected = {"var-d16": 310e6, "var-d20": 600e6, "var-d24": (1.0e9, 0.05), "llamagen-b": 111e6, "llamagen-l": 343e6,
+                "rar-b": 261e6, "rar-l": 461e6}
+    value, tol = expected[name] if isinstance(expected[name], tuple) else (expected[name], 0.02)
+    assert abs(n - value) / value < tol, f"{name}: {n / 1e6:.1f}M params"

@@ -10,7 +10,8 @@ from mmgen.tokens import Tokens
 
 def build(**kw):
     tok = mmgen.create_tokenizer("vq-tiny").eval()
-    gen = mmgen.create_generator("rar-tiny", **tokenizer_overrides(tok), transformer=dict(dim=48, depth=2, heads=4), **kw)
+    kw = {"transformer": dict(dim=48, depth=2, heads=4), **kw}
+    gen = mmgen.create_generator("rar-tiny", **tokenizer_overrides(tok), **kw)
     with torch.no_grad():
         for p in gen.parameters():
             p.normal_(0, 0.1)
@@ -70,3 +71,38 @@ def test_bad_rar_config_is_an_error():
         build(target_pos_embed=False)
     with pytest.raises(ValueError, match="anneal"):
         build(anneal_start=0.8, anneal_end=0.5)
+
+
+def test_adaln_backbone_as_in_the_reference_presets_caches_exactly():
+    from mmgen.sampling import SamplerConfig
+
+    gen = build(transformer=dict(dim=48, depth=2, heads=4, adaln_dim=48)).eval()
+    cond = gen.make_condition(prompts=["a red circle at the top left", "a green square"])
+    cached = gen.generate(cond, SamplerConfig(seed=3, cfg_scale=2.0, use_cache=True)).ids
+    full = gen.generate(cond, SamplerConfig(seed=3, cfg_scale=2.0, use_cache=False)).ids
+    assert torch.equal(cached, full)
+    gen.train()
+    tokens, c = gen.prepare_batch({"pixels": torch.rand(2, 3, 32, 32) * 2 - 1, "caption": ["a red circle", "a blue square"]})
+    gen(tokens, c, progress=0.1)[0].backward()
+    assert all(p.grad is not None for p in gen.transformer.parameters())
+
+
+def test_a_tiny_model_overfits_one_permuted_batch():
+    torch.manual_seed(0)
+    gen = build().train()
+    with torch.no_grad():  # back to a trainable init (build() randomizes for the equivalence tests)
+        gen.head.weight.zero_()
+    ids = torch.randint(0, gen.config.vocab_size, (2, gen.layout.num_tokens))
+    tokens = Tokens(gen.layout, ids=ids)
+    cond = gen.make_condition(prompts=["a red circle at the top left", "a small blue square at the center"])
+    order = torch.stack([torch.randperm(ids.shape[1]) for _ in range(2)])
+    opt = torch.optim.Adam(gen.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(150):
+        logits = gen.logits(tokens, cond, order)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids.gather(1, order).flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[0] > 5.0 and losses[-1] < 0.1, (losses[0], losses[-1])
