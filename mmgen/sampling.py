@@ -12,9 +12,10 @@ from typing import Literal
 
 import torch
 
-__all__ = ["SamplerConfig", "cfg_scale_at", "guide", "sample_logits", "filter_logits"]
+__all__ = ["SamplerConfig", "FLOW_SOLVERS", "cfg_scale_at", "guide", "sample_logits", "filter_logits"]
 
 CFG_SCHEDULES = ("constant", "linear", "power-cosine")
+FLOW_SOLVERS = ("euler", "euler-maruyama")  # ODE / SDE integrators of flow heads (mmgen.models.flow_head)
 
 
 @dataclass
@@ -26,6 +27,7 @@ class SamplerConfig:
     cfg_schedule: Literal["constant", "linear", "power-cosine"] = "constant"
     cfg_power: float = 2.75  # exponent of the power-cosine schedule
     flow_steps: int = 25  # ODE/SDE steps for flow heads
+    flow_solver: Literal["euler", "euler-maruyama"] = "euler"  # probability-flow ODE or reverse SDE
     token_budget: int = 0  # 0 = all tokens (flexible-length tokenizers)
     use_cache: bool = True
     seed: int = 0
@@ -46,6 +48,8 @@ class SamplerConfig:
             raise ValueError(f"cfg_schedule must be one of {CFG_SCHEDULES}, got {self.cfg_schedule!r}")
         if self.flow_steps < 1:
             raise ValueError(f"flow_steps must be >= 1, got {self.flow_steps}")
+        if self.flow_solver not in FLOW_SOLVERS:
+            raise ValueError(f"flow_solver must be one of {FLOW_SOLVERS}, got {self.flow_solver!r}")
         if self.token_budget < 0:
             raise ValueError(f"token_budget must be >= 0, got {self.token_budget}")
         return self

@@ -3,5 +3,6 @@ from mmgen.models.base import Condition, Generator, GeneratorConfig, tokenizer_o
 from mmgen.models.raster import RasterConfig, RasterGenerator
 from mmgen.models.rar import RARConfig, RARGenerator
 from mmgen.models.var import VARConfig, VARGenerator
+from mmgen.models.xar import XARConfig, XARGenerator
 
-__all__ = ["Condition", "Generator", "GeneratorConfig", "tokenizer_overrides", "RasterGenerator", "RasterConfig", "VARGenerator", "VARConfig", "RARGenerator", "RARConfig"]
+__all__ = ["Condition", "Generator", "GeneratorConfig", "tokenizer_overrides", "RasterGenerator", "RasterConfig", "VARGenerator", "VARConfig", "RARGenerator", "RARConfig", "XARGenerator", "XARConfig"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import make_grid, save_image
 
-from mmgen.sampling import CFG_SCHEDULES, SamplerConfig
+from mmgen.sampling import CFG_SCHEDULES, FLOW_SOLVERS, SamplerConfig
 
 __all__ = ["add_arguments", "run", "save_samples", "sampler_from_args", "recommended_sampler"]
 
@@ -34,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=None, help="1 = off")
     p.add_argument("--cfg", type=float, default=None, help="guidance scale (1 = off)")
     p.add_argument("--cfg-schedule", choices=CFG_SCHEDULES, default=None)
+    p.add_argument("--flow-steps", type=int, default=None, help="ODE/SDE steps per AR step of flow-head models (xAR)")
+    p.add_argument("--flow-solver", choices=FLOW_SOLVERS, default=None, help="euler (ODE) or euler-maruyama (SDE)")
     p.add_argument("--no-cache", action="store_true", help="recompute the full sequence every step (slow reference)")
     p.add_argument("--device", default="cpu")
 
@@ -41,7 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def sampler_from_args(args: argparse.Namespace, defaults: dict | None = None) -> SamplerConfig:
     """Command-line values over the checkpoint's recommended sampler settings over the defaults."""
     d = dict(defaults or {})
-    given = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "cfg_scale": args.cfg, "cfg_schedule": args.cfg_schedule}
+    given = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "cfg_scale": args.cfg, "cfg_schedule": args.cfg_schedule,
+             "flow_steps": args.flow_steps, "flow_solver": args.flow_solver}
     d.update({k: v for k, v in given.items() if v is not None})
     d.update(seed=args.seed, use_cache=not args.no_cache)
     return SamplerConfig(**d)

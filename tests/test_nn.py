@@ -140,3 +140,19 @@ def test_kv_cache_overflow_is_an_error():
     pos = torch.zeros(3, 3)
     with pytest.raises(ValueError, match="overflow"):
         m(torch.randn(1, 3, 48), pos, Causal(), cache=cache)
+
+
+@pytest.mark.parametrize("max_len", [None, 16])
+def test_kv_cache_truncate_forgets_the_tail(max_len):
+    from mmgen.nn.kv_cache import KVCache
+
+    cache = KVCache(2, max_len)
+    k = torch.randn(1, 2, 5, 4)
+    for layer in cache.layers:
+        layer.append(k, k)
+    cache.truncate(3)
+    assert cache.length == 3
+    keys, _ = cache[0].append(k[:, :, :1] + 1, k[:, :, :1] + 1)
+    assert keys.shape[2] == 4 and torch.equal(keys[:, :, :3], k[:, :, :3]) and torch.equal(keys[:, :, 3], k[:, :, 0] + 1)
+    with pytest.raises(ValueError):
+        cache.truncate(10)

@@ -6,10 +6,11 @@ import mmgen
 from mmgen.modeling import load_module
 from mmgen.registry import preset_info
 from mmgen.tokens import GridLayout, ScalesLayout, Tokens
-from mmgen.tokenizers_vis import LPIPS, MultiScaleVQTokenizer, VectorQuantizer, VQTokenizer
+from mmgen.tokenizers_vis import LPIPS, KLTokenizer, MultiScaleVQTokenizer, VectorQuantizer, VQTokenizer
 from mmgen.tokenizers_vis.quantizers import CodebookTracker
 
 TINY = mmgen.list_models(kind="tokenizer", tag="tiny")
+TINY_VQ = [n for n in TINY if preset_info(n).cls is not KLTokenizer]  # discrete ones (codebooks)
 REFERENCE = mmgen.list_models(kind="tokenizer", tag="reference")
 GAN = dict(disc_weight=0.5, disc_start=3, disc_adaptive_weight=True, disc_channels=8, disc_layers=2, restart_dead_codes=False)
 
@@ -54,7 +55,8 @@ def test_loss_backward_every_param(name):
     x = blobs(4)
     loss, logs = tok.loss(x, step=0)
     assert loss.ndim == 0 and torch.isfinite(loss)
-    for key in ("recon_loss", "psnr", "commit_loss", "codebook_usage", "perplexity", "dead_codes", "quant_loss"):
+    specific = ("kl_loss",) if isinstance(tok, KLTokenizer) else ("commit_loss", "codebook_usage", "perplexity", "dead_codes")
+    for key in ("recon_loss", "psnr", "quant_loss") + specific:
         assert key in logs and torch.isfinite(torch.as_tensor(logs[key])), key
     loss.backward()
     missing = [n for n, p in tok.named_parameters() if p.requires_grad and p.grad is None]
@@ -69,15 +71,19 @@ def test_encode_decode_shapes_and_layout(name):
     x = blobs(3)
     tokens = tok.encode(x)
     assert isinstance(tokens, Tokens) and tokens.layout == tok.layout
-    assert tokens.ids.shape == (3, tok.layout.num_tokens) and tokens.ids.dtype == torch.long
-    assert 0 <= int(tokens.ids.min()) and int(tokens.ids.max()) < tok.vocab_size
+    if isinstance(tok, KLTokenizer):  # continuous latents instead of ids
+        assert tokens.ids is None and tokens.latents.shape == (3, tok.layout.num_tokens, tok.codebook_dim)
+    else:
+        assert tokens.ids.shape == (3, tok.layout.num_tokens) and tokens.ids.dtype == torch.long
+        assert 0 <= int(tokens.ids.min()) and int(tokens.ids.max()) < tok.vocab_size
     expected = ScalesLayout if isinstance(tok, MultiScaleVQTokenizer) else GridLayout
     assert isinstance(tok.layout, expected)
     if expected is GridLayout:
         assert tok.layout == GridLayout(32 // tok.downsample, 32 // tok.downsample)
     y = tok.decode(tokens)
     assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1
-    assert tok.embed_ids(tokens.ids).shape == (3, tok.layout.num_tokens, tok.codebook_dim)
+    if tokens.ids is not None:
+        assert tok.embed_ids(tokens.ids).shape == (3, tok.layout.num_tokens, tok.codebook_dim)
 
 
 @pytest.mark.parametrize("name", TINY)
@@ -94,7 +100,7 @@ def test_save_load_round_trip(name, tmp_path):
     assert type(back) is type(tok) and back.config == tok.config
     x = blobs(2, seed=5)
     a, b = tok.encode(x), back.encode(x)
-    assert torch.equal(a.ids, b.ids)
+    assert torch.equal(a.ids, b.ids) if a.ids is not None else torch.equal(a.latents, b.latents)
     assert torch.equal(tok.decode(a), back.decode(b))
 
 
@@ -107,6 +113,13 @@ def test_bad_inputs_raise(name):
         tok.encode(torch.zeros(3, 32, 32))
     with pytest.raises(ValueError, match="3 channels"):
         tok.encode(torch.zeros(1, 1, 32, 32))
+    if isinstance(tok, KLTokenizer):
+        z = tok.encode(torch.zeros(1, 3, 32, 32)).latents
+        with pytest.raises(ValueError, match="latents must be"):
+            tok.decode(z[..., :-1])
+        with pytest.raises(ValueError, match="latents must be"):
+            tok.decode(z[:, :-1])
+        return
     ids = tok.encode(torch.zeros(1, 3, 32, 32)).ids
     with pytest.raises(ValueError, match="must lie in"):
         tok.decode(Tokens(layout=tok.layout, ids=ids + tok.vocab_size))
@@ -183,7 +196,7 @@ def test_dead_code_restart_is_tracked_and_deterministic():
     assert torch.equal(q2.embedding.weight, after), "restart is deterministic given torch's RNG"
 
 
-@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("name", TINY_VQ)
 def test_tokenizer_restarts_dead_codes_and_still_trains(name):
     tok = mmgen.create_tokenizer(name, dead_code_steps=1).train()
     x = blobs(4)

@@ -1,9 +1,10 @@
-"""Visual tokenizers: pixels <-> discrete ``Tokens`` (see design.md §3).
+"""Visual tokenizers: pixels <-> discrete or continuous ``Tokens`` (see design.md §3).
 
-Importing this package registers the presets ``vq-tiny``, ``vq-f16-llamagen``, ``msvq-tiny``
-and ``msvq-var`` with :func:`mmgen.create_tokenizer`.
+Importing this package registers the presets ``vq-tiny``, ``vq-f16-llamagen``, ``msvq-tiny``,
+``msvq-var``, ``kl-tiny`` and ``kl-f16-mar`` with :func:`mmgen.create_tokenizer`.
 """
 from .base import TokenizerConfig, VisualTokenizer, build_autoencoder
+from .kl import KLConfig, KLTokenizer
 from .losses import LPIPS, PatchDiscriminator, TokenizerCriterion, psnr
 from .msvq import MSVQConfig, MultiScaleOutput, MultiScaleQuantizer, MultiScaleVQTokenizer
 from .quantizers import CodebookTracker, QuantizerOutput, VectorQuantizer
@@ -11,7 +12,7 @@ from .vq import VQConfig, VQTokenizer
 
 __all__ = [
     "TokenizerConfig", "VisualTokenizer", "build_autoencoder",
-    "VQConfig", "VQTokenizer", "MSVQConfig", "MultiScaleVQTokenizer",
+    "VQConfig", "VQTokenizer", "MSVQConfig", "MultiScaleVQTokenizer", "KLConfig", "KLTokenizer",
     "VectorQuantizer", "MultiScaleQuantizer", "CodebookTracker", "QuantizerOutput", "MultiScaleOutput",
     "TokenizerCriterion", "PatchDiscriminator", "LPIPS", "psnr",
 ]

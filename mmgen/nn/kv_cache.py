@@ -40,6 +40,14 @@ class LayerCache:
         self.length += n
         return self.k[:, :, : self.length], self.v[:, :, : self.length]
 
+    def truncate(self, length: int) -> None:
+        """Forget everything after the first ``length`` positions (e.g. an ODE step's noisy entity)."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f"cannot truncate a cache of length {self.length} to {length}")
+        self.length = length
+        if self.max_len is None and self.k is not None:
+            self.k, self.v = self.k[:, :, :length], self.v[:, :, :length]
+
 
 class KVCache:
     """Per-layer caches plus the shared current length (the absolute position of the next token)."""
@@ -50,6 +58,10 @@ class KVCache:
     @property
     def length(self) -> int:
         return self.layers[0].length
+
+    def truncate(self, length: int) -> None:
+        for layer in self.layers:
+            layer.truncate(length)
 
     def __getitem__(self, i: int) -> LayerCache:
         return self.layers[i]
