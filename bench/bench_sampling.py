@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
-from pathlib import Path
 
 import torch
 
 import mmgen
+from mmgen.eval.compare import time_pipeline  # shared with `mmgen bench compare`
 from mmgen.modeling import write_json_atomic
 from mmgen.models.base import tokenizer_overrides
 from mmgen.pipeline import Pipeline
@@ -25,16 +24,6 @@ def build(gen_name: str, tok_name: str) -> Pipeline:
     tok = mmgen.create_tokenizer(tok_name)
     gen = mmgen.create_generator(gen_name, **tokenizer_overrides(tok))
     return Pipeline(gen, tok)
-
-
-def time_pipeline(pipe: Pipeline, prompts: list[str], sampler: SamplerConfig, repeats: int) -> float:
-    pipe(prompt=prompts[:2], sampler=sampler)  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        pipe(prompt=prompts, sampler=sampler)
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def main() -> None:
@@ -58,7 +47,7 @@ def main() -> None:
         prompts = ["a large red circle at the top left and a small blue square at the center"] * batch
         pipe = build(gen_name, tok_name)
         sampler = SamplerConfig(cfg_scale=args.cfg, use_cache=cache, seed=0)
-        sec = time_pipeline(pipe, prompts, sampler, args.repeats)
+        sec = time_pipeline(pipe, sampler, args.repeats, prompt=prompts)
         rows.append({
             "generator": gen_name, "tokenizer": tok_name, "kv_cache": cache,
             "params_M": round(pipe.generator.num_params() / 1e6, 3),

