@@ -1,1 +1,16 @@
-"""Gradio web demo (text-to-image / text-to-video). Not built yet: see the demo issue."""
+"""Gradio web demo (text-to-image / text-to-video): ``build_app()``, ``launch()``, ``mount()``.
+
+gradio is imported only when the page is built, so ``mmgen.app.handlers`` / ``models`` (validation,
+streaming, model discovery) stay cheap to import and test.
+"""
+from __future__ import annotations
+
+__all__ = ["build_app", "launch", "mount", "page_style"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from mmgen.app import demo
+
+        return getattr(demo, name)
+    raise AttributeError(f"module 'mmgen.app' has no attribute {name!r}")

@@ -1,0 +1,289 @@
+"""What happens when the page asks for samples: validate, generate while streaming, record settings.
+
+Independent of gradio, so it is unit-tested directly; ``demo.py`` only maps these updates onto
+components. Every bad value becomes an ``InputError`` whose message names the value and the
+allowed range (design.md §6), which the page shows; nothing a user types can crash the server.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from mmgen.app.models import InputError, ModelInfo, ModelRegistry
+from mmgen.app.streaming import Done, Partial, stream_pipeline
+from mmgen.sampling import CFG_SCHEDULES, SamplerConfig
+
+__all__ = ["Request", "Update", "Limits", "validate", "generate", "settings_record", "grid", "write_gif", "example_prompts", "video_example_prompts", "settings_file", "save_png", "display_scale", "prune"]
+
+
+@dataclass
+class Limits:
+    """Bounds a public page enforces beyond SamplerConfig's own checks (cost and sanity)."""
+
+    max_samples: int = 64
+    max_video_samples: int = 16
+    max_frames: int = 64
+    max_prompt_chars: int = 500
+    max_temperature: float = 10.0
+    max_cfg: float = 50.0
+    max_flow_steps: int = 1000
+
+
+@dataclass
+class Request:
+    """One click of "Generate": exactly the page's controls."""
+
+    model: str | None
+    prompt: str | None = ""
+    negative_prompt: str | None = ""
+    label: Any = None
+    seed: Any = 0
+    n: Any = 4
+    cfg_scale: Any = 1.0
+    cfg_schedule: Any = "constant"
+    temperature: Any = 1.0
+    top_k: Any = 0
+    top_p: Any = 1.0
+    flow_steps: Any = 25
+    token_budget: Any = 0
+    frames: Any = None  # video only
+
+
+@dataclass
+class Update:
+    """One message to the page: a partial/final image, progress, and at the end the settings."""
+
+    step: int
+    total: int
+    images: np.ndarray | None  # (B,H,W,3) or (B,T,H,W,3) uint8; None = progress only
+    final: bool = False
+    settings: dict | None = None
+
+    @property
+    def status(self) -> str:
+        if self.final:
+            s = self.settings or {}
+            return f"done: {s.get('num_images', '?')} sample(s) in {s.get('seconds', 0):.2f}s"
+        return f"generating: step {self.step}/{self.total} ({100 * self.step // max(self.total, 1)}%)"
+
+
+def _number(name: str, value: Any, integer: bool = False, lo: float | None = None, hi: float | None = None) -> Any:
+    """A finite number (an integer if asked) within [lo, hi], or an InputError naming it."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise InputError(f"{name} is required")
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(x):
+        raise InputError(f"{name} must be finite, got {value!r}")
+    if integer:
+        if x != int(x):
+            raise InputError(f"{name} must be a whole number, got {value!r}")
+        x = int(x)
+    if (lo is not None and x < lo) or (hi is not None and x > hi):
+        raise InputError(f"{name} must be in [{lo}, {hi}], got {value!r}")
+    return x
+
+
+def _check_text(pipe: Any, text: str, what: str, limits: Limits) -> None:
+    if len(text) > limits.max_prompt_chars:
+        raise InputError(f"the {what} is {len(text)} characters long; at most {limits.max_prompt_chars}")
+    make = getattr(getattr(pipe, "generator", None), "make_condition", None)
+    if make is None:  # not a standard pipeline: it reports bad text itself while generating
+        return
+    try:  # the model's own tokenizer: unknown words and prompts longer than its context
+        make(prompts=[text], batch_size=1)
+    except ValueError as e:
+        raise InputError(f"{what}: {e}") from None
+
+
+def validate(req: Request, info: ModelInfo, pipe: Any = None, limits: Limits | None = None) -> tuple[SamplerConfig, dict]:
+    """Check every control; return the sampler and the pipeline keyword arguments."""
+    lim = limits or Limits()
+    max_n = lim.max_video_samples if info.video else lim.max_samples
+    n = _number("number of samples", req.n, integer=True, lo=1, hi=max_n)
+    seed = _number("seed", req.seed, integer=True, lo=0, hi=2**32 - 1)
+    if req.cfg_schedule not in CFG_SCHEDULES:
+        raise InputError(f"CFG schedule must be one of {CFG_SCHEDULES}, got {req.cfg_schedule!r}")
+    top_p = _number("top-p", req.top_p)
+    if not 0 < top_p <= 1:
+        raise InputError(f"top-p must be in (0, 1] (1 = off), got {req.top_p!r}")
+    try:
+        sampler = SamplerConfig(
+            temperature=_number("temperature", req.temperature, hi=lim.max_temperature),
+            top_k=_number("top-k", req.top_k, integer=True, lo=0, hi=10**6),
+            top_p=top_p,
+            cfg_scale=_number("CFG scale", req.cfg_scale, hi=lim.max_cfg),
+            cfg_schedule=req.cfg_schedule,
+            flow_steps=_number("flow steps", req.flow_steps if info.flow else 25, integer=True, lo=1, hi=lim.max_flow_steps),
+            token_budget=_number("token budget", req.token_budget if info.flextok else 0, integer=True, lo=0, hi=10**6),
+            seed=seed,
+        )
+    except ValueError as e:  # SamplerConfig's own message names the value and the allowed range
+        raise InputError(str(e)) from None
+    kwargs: dict[str, Any] = {"n": n}
+    if info.cond == "text":
+        prompt = (req.prompt or "").strip()
+        if not prompt:
+            raise InputError("the prompt is empty: describe the picture, e.g. 'a large red circle at the top left'")
+        negative = (req.negative_prompt or "").strip()
+        if pipe is not None:
+            _check_text(pipe, prompt, "prompt", lim)
+            if negative:
+                _check_text(pipe, negative, "negative prompt", lim)
+        kwargs.update(prompt=prompt, negative_prompt=negative or None)
+    elif info.cond == "class":
+        kwargs["label"] = _number(f"class label (0–{info.num_classes - 1})", req.label, integer=True, lo=0, hi=info.num_classes - 1)
+    if info.video:
+        kwargs["frames"] = _number("frames", req.frames if req.frames is not None else info.frames or 8, integer=True, lo=1, hi=lim.max_frames)
+    return sampler, kwargs
+
+
+def settings_record(info: ModelInfo, sampler: SamplerConfig, kwargs: dict, images: torch.Tensor, seconds: float) -> dict:
+    """The exact settings of a result, with the command that reproduces it."""
+    rel = os.path.relpath(info.path)
+    ckpt = rel if not rel.startswith("..") else str(info.path)
+    cmd = ["mmgen", "sample", "--ckpt", ckpt]
+    if "prompt" in kwargs:
+        cmd += ["--prompt", kwargs["prompt"]] + (["--negative-prompt", kwargs["negative_prompt"]] if kwargs.get("negative_prompt") else [])
+    if "label" in kwargs:
+        cmd += ["--label", str(kwargs["label"])]
+    cmd += ["--n", str(kwargs["n"]), "--seed", str(sampler.seed), "--temperature", str(sampler.temperature), "--top-k", str(sampler.top_k),
+            "--top-p", str(sampler.top_p), "--cfg", str(sampler.cfg_scale), "--cfg-schedule", sampler.cfg_schedule]
+    return {
+        "model": info.name,
+        "checkpoint": ckpt,
+        "paradigm": info.paradigm,
+        "generator": info.generator,
+        "tokenizer": info.tokenizer,
+        "params": info.params,
+        "task": "text-to-video" if info.video else ("class-to-image" if info.cond == "class" else "text-to-image"),
+        **{k: kwargs.get(k) for k in ("prompt", "negative_prompt", "label", "frames") if k in kwargs},
+        "n": kwargs["n"],
+        "sampler": asdict(sampler),
+        "output_shape": list(images.shape),
+        "num_images": int(images.shape[0]),
+        "seconds": round(seconds, 3),
+        "command": shlex.join(cmd) if not info.video else None,
+    }
+
+
+def grid(images: torch.Tensor | np.ndarray, scale: int = 1, pad: int = 2, cols: int = 0) -> np.ndarray:
+    """uint8 ``(B,3,H,W)`` -> one ``(rows*(H*s+pad)+pad, cols*(W*s+pad)+pad, 3)`` picture (nearest upscaling)."""
+    x = torch.as_tensor(images)
+    b, _, h, w = x.shape
+    cols = cols or math.ceil(math.sqrt(b))
+    rows = math.ceil(b / cols)
+    x = x.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
+    hs, ws = h * scale, w * scale
+    out = torch.full((3, rows * (hs + pad) + pad, cols * (ws + pad) + pad), 40, dtype=torch.uint8)
+    for i in range(b):
+        r, c = divmod(i, cols)
+        out[:, pad + r * (hs + pad) : pad + r * (hs + pad) + hs, pad + c * (ws + pad) : pad + c * (ws + pad) + ws] = x[i]
+    return out.permute(1, 2, 0).numpy()
+
+
+def display_scale(image_size: int, target: int = 128) -> int:
+    """Integer upscaling so tiny samples (32 px) are visible on the page."""
+    return max(1, target // max(image_size, 1))
+
+
+def write_gif(video: torch.Tensor, folder: str | Path, scale: int = 1, fps: int = 4) -> Path:
+    """uint8 ``(B,3,T,H,W)`` -> one animated GIF of the sample grid (Pillow via imageio: no ffmpeg needed)."""
+    import imageio.v3 as iio
+
+    frames = [grid(video[:, :, t], scale) for t in range(video.shape[2])]
+    fd, name = tempfile.mkstemp(suffix=".gif", prefix="mmgen-", dir=folder)
+    os.close(fd)
+    iio.imwrite(name, np.stack(frames), extension=".gif", duration=int(1000 / fps), loop=0)
+    return Path(name)
+
+
+def _to_numpy(images: torch.Tensor) -> np.ndarray:
+    """(B,3,H,W) -> (B,H,W,3); (B,3,T,H,W) -> (B,T,H,W,3)."""
+    return images.movedim(1, -1).contiguous().numpy()
+
+
+def generate(registry: ModelRegistry, req: Request, video: bool = False, limits: Limits | None = None, min_interval: float = 0.1) -> Iterator[Update]:
+    """Validate, then yield partial updates in step order and one final update with the settings.
+
+    Raises:
+        InputError: anything wrong with the request or the checkpoint (the message is for the user).
+    """
+    info = registry.info(req.model)
+    if info.video != video:
+        want = "text-to-video" if video else "image"
+        raise InputError(f"model {info.name!r} is not a {want} model; pick one from this tab's list")
+    validate(req, info, None, limits)  # cheap checks before any weights are loaded
+    pipe = registry.get(info.name)
+    sampler, kwargs = validate(req, info, pipe, limits)
+    try:
+        for item in stream_pipeline(pipe, sampler=sampler, min_interval=min_interval, **kwargs):
+            if isinstance(item, Partial):
+                yield Update(item.step, item.total, None if item.images is None else _to_numpy(item.images))
+            elif isinstance(item, Done):
+                settings = settings_record(info, sampler, kwargs, item.images, item.seconds)
+                yield Update(1, 1, _to_numpy(item.images), final=True, settings=settings)
+    except ValueError as e:  # the pipeline's own checks (design.md §6: they name the bad value)
+        raise InputError(str(e)) from None
+
+
+def example_prompts(n_one: int = 5, n_two: int = 3, seed: int = 7) -> list[str]:
+    """Clickable examples from the ``shapes`` caption grammar (one- and two-object scenes)."""
+    from mmgen.eval.generation import shapes_prompts
+
+    return shapes_prompts(n_one, 1, seed) + shapes_prompts(n_two, 2, seed)
+
+
+def save_png(image: np.ndarray, folder: str | Path) -> str:
+    """An HWC uint8 image as a PNG under a fresh name.
+
+    The page gets files, not arrays: gradio writes arrays to a cache path named by their content
+    and rewrites it in place, so two concurrent requests with identical pictures (common on a
+    low-diversity model) could serve a half-written file. Copying a file into its cache is atomic.
+    """
+    from PIL import Image
+
+    fd, name = tempfile.mkstemp(suffix=".png", prefix="mmgen-", dir=folder)
+    with os.fdopen(fd, "wb") as f:
+        Image.fromarray(image).save(f, format="PNG")
+    return name
+
+
+def settings_file(settings: dict, folder: str | Path) -> Path:
+    """The settings as a downloadable JSON file (a fresh name per result)."""
+    fd, name = tempfile.mkstemp(suffix=".json", prefix="mmgen-settings-", dir=folder)
+    with os.fdopen(fd, "w") as f:
+        json.dump(settings, f, indent=2)
+    return Path(name)
+
+
+def prune(folder: str | Path, max_age_s: float = 600) -> None:
+    """Delete result files older than ``max_age_s`` (gradio keeps its own copy), so disk stays bounded."""
+    now = time.time()
+    for p in Path(folder).glob("mmgen-*"):
+        try:
+            if now - p.stat().st_mtime > max_age_s:
+                p.unlink()
+        except OSError:
+            pass
+
+
+def video_example_prompts(n: int = 4, seed: int = 7) -> list[str]:
+    """Examples in the ``shapes-video`` caption grammar ("a red circle moving right")."""
+    from mmgen.data import shapes
+
+    rng = np.random.default_rng(seed)
+    colors, dirs = list(shapes.COLORS), ["left", "right", "up", "down"]
+    return [f"a {rng.choice(colors)} {rng.choice(shapes.SHAPES)} moving {rng.choice(dirs)}" for _ in range(n)]

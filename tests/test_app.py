@@ -1,0 +1,271 @@
+"""The web demo's handlers without a browser: validation, streaming order, settings, models, video path."""
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mmgen.app import handlers as H
+from mmgen.app.models import InputError, ModelInfo, ModelRegistry, scan
+from mmgen.app.streaming import GREY, stream_pipeline
+from mmgen.sampling import SamplerConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "checkpoints"
+PROMPT = "a large red circle at the top left"
+pytestmark = pytest.mark.skipif(not (SHIPPED / "shapes-var" / "config.json").is_file(), reason="needs the shipped checkpoints")
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return ModelRegistry(SHIPPED)
+
+
+def req(**kw):
+    base = dict(model="shapes-var", prompt=PROMPT, n=2, cfg_scale=1.5, temperature=0.6, seed=3)
+    return H.Request(**{**base, **kw})
+
+
+# --- models -----------------------------------------------------------------------------------
+
+def test_scan_lists_shipped_first_with_paradigm_tokenizer_size(registry):
+    names = [m.name for m in registry.list()]
+    assert set(names) >= {"shapes-var", "shapes-raster", "digits-var", "digits-raster"}
+    assert names.index("shapes-var") < names.index("digits-var")  # text models first among the shipped
+    var = registry.info("shapes-var")
+    assert var.ok and var.shipped and var.paradigm == "VAR next-scale" and var.tokenizer == "MultiScaleVQTokenizer"
+    assert var.params == registry.get("shapes-var").generator.num_params()
+    assert "VAR next-scale" in var.label() and "3.0M" in var.label() and "| paradigm |" in var.markdown()
+    assert registry.default().name == "shapes-var" and registry.list(video=True) == []
+
+
+def test_missing_and_corrupt_checkpoints_are_messages_not_crashes(tmp_path):
+    shutil.copytree(SHIPPED / "shapes-var", tmp_path / "good")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "config.json").write_text("{not json")
+    shutil.copytree(SHIPPED / "shapes-var", tmp_path / "notok", ignore=shutil.ignore_patterns("tokenizer"))
+    shutil.copytree(SHIPPED / "shapes-var", tmp_path / "truncated")
+    w = tmp_path / "truncated" / "model.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])  # header intact, tensors cut off
+    reg = ModelRegistry(tmp_path)
+    assert not reg.info("junk").ok and "corrupt" in reg.info("junk").problem and "unusable" in reg.info("junk").label()
+    assert "missing tokenizer" in reg.info("notok").problem
+    for name, text in [("junk", "cannot be used"), ("notok", "cannot be used"), ("truncated", "could not be loaded"), ("../etc", "unknown model")]:
+        with pytest.raises(InputError, match=text):
+            reg.get(name)
+    shutil.rmtree(tmp_path / "good")  # deleted after the page listed it
+    with pytest.raises(InputError, match="no longer exists"):
+        reg.get("good")
+    assert scan(tmp_path / "nowhere") == []
+
+
+def test_model_loads_once_and_is_shared(registry):
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(registry.get("shapes-raster"))) for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert len(got) == 4 and all(p is got[0] for p in got)
+
+
+# --- validation -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(prompt="   "), "prompt is empty"),
+    (dict(prompt=" ".join(["a large red circle at the top left and"] * 4)), "text context"),
+    (dict(prompt="a purple elephant"), "outside this model's text vocabulary"),
+    (dict(prompt="x" * 600), "at most 500"),
+    (dict(negative_prompt="a purple elephant"), "negative prompt"),
+    (dict(top_p=0), r"top-p must be in \(0, 1\]"),
+    (dict(top_p=1.5), r"top-p must be in \(0, 1\]"),
+    (dict(cfg_scale=-1), "cfg_scale must be >= 0"),
+    (dict(cfg_scale=1e9), "CFG scale must be in"),
+    (dict(temperature=0), "temperature must be > 0"),
+    (dict(top_k=-3), "top-k must be in"),
+    (dict(n=0), "number of samples must be in"),
+    (dict(n=100000), "number of samples must be in"),
+    (dict(n=2.5), "whole number"),
+    (dict(n=None), "number of samples is required"),
+    (dict(seed=-1), "seed must be in"),
+    (dict(temperature=float("nan")), "finite"),
+    (dict(cfg_scale="abc"), "must be a number"),
+    (dict(cfg_schedule="cosine"), "CFG schedule must be one of"),
+    (dict(model="nope"), "unknown model"),
+    (dict(model=None), "choose a model"),
+])
+def test_bad_input_gets_a_clear_message(registry, kw, message):
+    with pytest.raises(InputError, match=message):
+        list(H.generate(registry, req(**kw)))
+
+
+def test_class_conditional_models_take_a_label_not_a_prompt(registry):
+    info = registry.info("digits-var")
+    sampler, kw = H.validate(req(model="digits-var", prompt="", label=7), info)
+    assert kw == {"n": 2, "label": 7} and sampler.seed == 3
+    with pytest.raises(InputError, match=r"class label \(0–9\) must be in"):
+        H.validate(req(model="digits-var", label=10), info)
+    with pytest.raises(InputError, match="is not a text-to-video model"):
+        list(H.generate(registry, req(model="digits-var", label=1), video=True))
+
+
+# --- streaming and results --------------------------------------------------------------------
+
+def test_var_streams_every_scale_in_order_then_the_exact_settings(registry):
+    ups = list(H.generate(registry, req(n=3), min_interval=0))
+    partial, final = ups[:-1], ups[-1]
+    assert [u.step for u in partial] == [1, 2, 3, 4, 5, 6] and all(u.total == 6 for u in partial)
+    assert all(u.images.shape == (3, 32, 32, 3) and u.images.dtype == np.uint8 for u in partial)
+    assert final.final and final.images.shape == (3, 32, 32, 3) and np.array_equal(final.images, partial[-1].images)
+    assert partial[0].images.std() < final.images.std()  # coarse first, then it sharpens
+    s = json.loads(json.dumps(final.settings))  # JSON-serializable as is
+    assert s["model"] == "shapes-var" and s["prompt"] == PROMPT and s["n"] == 3 and s["num_images"] == 3
+    assert s["sampler"] == {**s["sampler"], "cfg_scale": 1.5, "temperature": 0.6, "seed": 3, "top_p": 1.0, "cfg_schedule": "constant"}
+    assert "--seed 3" in s["command"] and "--cfg 1.5" in s["command"]
+    # the recorded settings reproduce the images exactly
+    again = registry.get("shapes-var")(prompt=PROMPT, n=3, sampler=SamplerConfig(**s["sampler"]))
+    assert np.array_equal(again.movedim(1, -1).numpy(), final.images)
+
+
+def test_raster_reports_progress_per_token_and_rows_as_they_fill(registry):
+    ups = list(H.generate(registry, req(model="shapes-raster", n=1), min_interval=0))
+    steps = [u.step for u in ups[:-1]]
+    assert steps == list(range(1, 65))  # token by token, in order
+    with_image = [u for u in ups[:-1] if u.images is not None]
+    assert [u.step for u in with_image] == [8, 16, 24, 32, 40, 48, 56, 64]  # one per completed row
+    half = with_image[3].images[0]
+    assert (half[16:] == GREY).all() and not (half[:16] == GREY).all()  # 4 of 8 token rows sampled
+    assert ups[-1].status.startswith("done")
+
+
+def test_progress_only_updates_are_thinned(registry):
+    ups = list(H.generate(registry, req(model="shapes-raster", n=1), min_interval=60))
+    assert [u.step for u in ups[:-1]] == [1, 8, 16, 24, 32, 40, 48, 56, 64]
+
+
+def test_closing_the_stream_stops_the_worker():
+    calls = []
+
+    class Slow:
+        def __call__(self, callback=None, **kw):
+            for i in range(1, 1000):
+                calls.append(i)
+                time.sleep(0.005)
+                callback(i, 999, None)
+            return torch.zeros(1, 3, 4, 4, dtype=torch.uint8)
+
+        def decode_partial(self, tokens, step):
+            return torch.zeros(1, 3, 4, 4, dtype=torch.uint8)
+
+    gen = stream_pipeline(Slow(), min_interval=0)
+    next(gen)
+    gen.close()
+    time.sleep(0.2)
+    n = len(calls)
+    time.sleep(0.2)
+    assert len(calls) == n < 999
+
+
+def test_grid_and_display_scale():
+    imgs = torch.randint(0, 255, (5, 3, 32, 32), dtype=torch.uint8)
+    g = H.grid(imgs, scale=4)
+    assert g.shape == (2 * 130 + 2, 3 * 130 + 2, 3) and H.display_scale(32) == 4 and H.display_scale(256) == 1
+    assert np.array_equal(g[2:130:4, 2:130:4].transpose(2, 0, 1), imgs[0].numpy())
+
+
+# --- video path (no video checkpoint yet: a fake pipeline with the promised contract) ----------
+
+class FakeVideoPipe:
+    """(B,3,T,H,W) uint8 from ``pipe(prompt=..., n=..., frames=T)``; one partial per frame block."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, prompt=None, n=1, sampler=None, callback=None, negative_prompt=None, frames=8, **kw):
+        self.calls.append(dict(prompt=prompt, n=n, frames=frames, seed=sampler.seed))
+        video = torch.zeros(n, 3, frames, 16, 16, dtype=torch.uint8)
+        for t in range(frames):
+            video[:, 0, t, :, t : t + 4] = 255  # a red bar moving right
+            callback(t + 1, frames, video[:, :, : t + 1])
+        return video
+
+    def decode_partial(self, partial, step):
+        return partial
+
+
+@pytest.fixture
+def video_registry(tmp_path):
+    reg = ModelRegistry(tmp_path)
+    info = ModelInfo(name="fake-video", path=tmp_path, generator="VideoGenerator", tokenizer="VQ3D", params=1, image_size=16,
+                     cond="text", video=True, frames=6)
+    reg.put(info, FakeVideoPipe())
+    return reg
+
+
+def test_video_streams_frames_and_writes_a_gif(video_registry, tmp_path):
+    import imageio.v3 as iio
+
+    ups = list(H.generate(video_registry, req(model="fake-video", prompt="a red square moving right", frames=5), video=True, min_interval=0))
+    assert [u.step for u in ups[:-1]] == [1, 2, 3, 4, 5] and ups[-1].images.shape == (2, 5, 16, 16, 3)
+    assert ups[-1].settings["task"] == "text-to-video" and ups[-1].settings["frames"] == 5
+    gif = H.write_gif(torch.from_numpy(ups[-1].images).movedim(-1, 1), tmp_path, scale=2)
+    frames = iio.imread(gif, index=None)
+    assert frames.shape[:3] == (5, 36, 70)  # 5 frames of a 1x2 grid of 32-px (2x) samples
+    with pytest.raises(InputError, match="frames must be in"):
+        list(H.generate(video_registry, req(model="fake-video", frames=1000), video=True))
+    with pytest.raises(InputError, match="not a image model"):
+        list(H.generate(video_registry, req(model="fake-video")))
+
+
+# --- the gradio app ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def demo():
+    from mmgen.app import build_app
+
+    return build_app(SHIPPED, concurrency=2, preload=False)
+
+
+def test_app_mounts_in_fastapi_and_serves_the_page(demo):
+    import gradio as gr
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from mmgen.app import page_style
+
+    app = gr.mount_gradio_app(FastAPI(), demo, path="/demo", **page_style())
+    with TestClient(app) as client:
+        page = client.get("/demo/")
+        assert page.status_code == 200 and "mmgen demo" in page.text
+        assert client.get("/demo/gradio_api/file=" + str(SHIPPED / "shapes-var" / "config.json")).status_code in (403, 404)
+
+
+def test_page_handler_streams_and_turns_bad_input_into_an_error(demo):
+    import gradio as gr
+
+    tab = demo.mmgen_tabs["image"]
+    args = ["shapes-var", PROMPT, "", 0, 0, 2, 1.5, "constant", 0.6, 0, 1.0, 25, 0, 8]
+    outs = list(tab.run(*args))
+    status, live, gallery, settings, file = outs[-1]
+    assert status.startswith("**done") and len(gallery) == 2
+    assert Image.open(live).size == (2 * 130 + 2, 130 + 2) and Image.open(gallery[0][0]).size == (32, 32)
+    assert json.loads(Path(file).read_text()) == settings
+    bad = list(args)
+    bad[10] = 1.5  # top-p
+    with pytest.raises(gr.Error, match=r"top-p must be in \(0, 1\]"):
+        list(tab.run(*bad))
+
+
+def test_video_tab_says_when_there_is_no_video_model(demo):
+    tab = demo.mmgen_tabs["video"]
+    assert tab.none.visible and "No text-to-video checkpoint found under" in tab.none.value and not tab.go.interactive
+
+
+def test_cli_demo_defaults_bind_localhost():
+    from mmgen.cli import build_parser
+
+    a = build_parser().parse_args(["demo"])
+    assert (a.host, a.port, a.share, a.concurrency) == ("127.0.0.1", 7860, "false", 2) and Path(a.models_dir) == SHIPPED.resolve()
