@@ -75,7 +75,7 @@ WORLDS: dict[str, World] = {
 
 PARADIGMS: dict[str, Paradigm] = {}
 # Named in the issue, not implemented yet: asking for one says so instead of "unknown".
-PLANNED = {"rar": "RAR", "xar": "xAR", "nbp": "NBP", "unified": "Emu3-style unified", "flextok": "FlexTok tokens",
+PLANNED = {"xar": "xAR", "nbp": "NBP", "unified": "Emu3-style unified", "flextok": "FlexTok tokens",
            "subobject": "subobject tokens"}
 
 
@@ -91,6 +91,10 @@ def register_paradigm(p: Paradigm) -> Paradigm:
 register_paradigm(Paradigm("raster", "raster next-token (LlamaGen)", {
     "shapes": WorldSetup("raster-tiny", "checkpoints/shapes-raster/tokenizer"),
     "digits": WorldSetup("raster-tiny-class", "checkpoints/digits-raster/tokenizer"),
+}))
+register_paradigm(Paradigm("rar", "RAR random order annealed to raster", {
+    "shapes": WorldSetup("rar-tiny", "checkpoints/shapes-raster/tokenizer"),
+    "digits": WorldSetup("rar-tiny-class", "checkpoints/digits-raster/tokenizer"),
 }))
 register_paradigm(Paradigm("var", "VAR next-scale", {
     "shapes": WorldSetup("var-tiny", "checkpoints/shapes-var/tokenizer"),
