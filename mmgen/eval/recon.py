@@ -138,9 +138,9 @@ def evaluate_tokenizer(tok, data, n: int = 512, split: str = "test", batch_size:
         rec = tok.decode(tokens).float().clamp(-1, 1)
         psnrs.append(psnr(rec, x).cpu())
         ssims.append(ssim(rec, x).cpu())
+        tokens_per_image = (tokens.ids if tokens.ids is not None else tokens.latents).shape[1]
         if tokens.ids is not None:
             ids.append(tokens.ids.cpu())
-            tokens_per_image = tokens.ids.shape[1]
         if rfid:
             real_f.append(extractor(to_uint8_nchw(x)).cpu())
             rec_f.append(extractor(to_uint8_nchw(rec)).cpu())
