@@ -32,25 +32,29 @@ def main() -> None:
     ap.add_argument("--cfg", type=float, nargs="*", default=[1.0, 1.5, 2.0, 3.0])
     ap.add_argument("--temperature", type=float, nargs="*", default=[1.0, 0.8, 0.6])
     ap.add_argument("--top-k", type=int, nargs="*", default=[0])
+    ap.add_argument("--cfg-schedule", nargs="*", default=["constant"], help="e.g. constant linear power-cosine")
+    ap.add_argument("--flow-steps", type=int, nargs="*", default=[25], help="flow-head models (xAR): ODE steps per entity")
     args = ap.parse_args()
     pipe = mmgen.load(args.src)
     results = []
-    for cfg, temperature, top_k in itertools.product(args.cfg, args.temperature, args.top_k):
-        s = SamplerConfig(cfg_scale=cfg, temperature=temperature, top_k=top_k, seed=VALIDATION_SEED)
+    grid = itertools.product(args.cfg, args.temperature, args.top_k, args.cfg_schedule, args.flow_steps)
+    for cfg, temperature, top_k, schedule, flow_steps in grid:
+        knobs = {"cfg_scale": cfg, "temperature": temperature, "top_k": top_k, "cfg_schedule": schedule, "flow_steps": flow_steps}
+        s = SamplerConfig(**knobs, seed=VALIDATION_SEED)
         if args.digits:
             score = digits_accuracy(pipe, per_class=max(args.n // 10, 5), sampler=s)["accuracy"]
         else:
             one = judge_pipeline(pipe, n=args.n, objects=1, sampler=s, seed=VALIDATION_SEED, progress=False)["whole"]
             two = judge_pipeline(pipe, n=args.n, objects=2, sampler=s, seed=VALIDATION_SEED, progress=False)["whole"]
             score = (one + two) / 2
-        results.append((score, cfg, temperature, top_k))
-        print(f"cfg={cfg:<4} temperature={temperature:<4} top_k={top_k:<3} validation score {score:.3f}", flush=True)
-    score, cfg, temperature, top_k = max(results)
-    best = {"cfg_scale": cfg, "temperature": temperature, "top_k": top_k}
+        results.append({"score": score, **knobs})
+        print(" ".join(f"{k}={v}" for k, v in knobs.items()), f"validation score {score:.3f}", flush=True)
+    chosen = max(results, key=lambda r: r["score"])
+    score, best = chosen["score"], {k: v for k, v in chosen.items() if k != "score"}
     export_pipeline(args.src, args.dst, dtype=torch.float16, sampler=best)
     tuning = Path(args.dst) / "tuning.json"
     tuning.write_text(
-        json.dumps({"validation_seed": VALIDATION_SEED, "n": args.n, "sweep": [{"score": r[0], "cfg_scale": r[1], "temperature": r[2], "top_k": r[3]} for r in results], "chosen": best}, indent=2))
+        json.dumps({"validation_seed": VALIDATION_SEED, "n": args.n, "sweep": results, "chosen": best}, indent=2))
     print(f"chose {best} (validation {score:.3f}); shipped to {args.dst} ({tuning.name} has the sweep)")
 
 
