@@ -301,3 +301,15 @@ def test_collate():
     assert len(batch["caption"]) == 4 and isinstance(batch["caption"][0], str)
     with pytest.raises(ValueError, match="keys"):
         collate([{"pixels": torch.zeros(3)}, {"pixels": torch.zeros(3), "label": 1}])
+
+
+def test_shapes_two_fraction_sets_the_share_of_two_object_scenes():
+    def share(world, n=200):
+        return sum(len(world.scene(i)[0]) == 2 for i in range(n)) / n
+
+    assert share(ShapesWorld(two_fraction=1.0)) == 1.0 and share(ShapesWorld(two_fraction=0.0)) == 0.0
+    assert 0.7 < share(ShapesWorld(two_fraction=0.8)) < 0.9
+    with pytest.raises(ValueError, match="two_fraction"):
+        ShapesWorld(objects="1", two_fraction=0.5)
+    with pytest.raises(ValueError, match="two_fraction"):
+        ShapesWorld(two_fraction=1.5)

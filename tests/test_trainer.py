@@ -509,3 +509,17 @@ def _worker_ddp(out: str) -> None:
 
 if __name__ == "__main__":
     {"train": _worker_train, "ddp": _worker_ddp}[sys.argv[1]](*sys.argv[2:])
+
+
+def test_init_starts_from_a_trained_model_and_rejects_a_different_one(tmp_path):
+    base = {"model": "test-tiny-tok", "model_args": {"dim": 4}, "data": {"spec": "world"},
+            "train": dict(steps=2, batch_size=4, ckpt_every=2, ema_decay=0.0, lr=0.0, warmup_steps=0, weight_decay=0.0,
+                          progress=False, tensorboard=False, num_workers=0)}
+    first = train("tokenizer", {**base, "train": {**base["train"], "lr": 0.01}}, out=str(tmp_path / "a"), dataset_factory=lambda spec: World())
+    # lr=0: the fine-tune leaves the weights where init put them, so the export equals the source
+    again = train("tokenizer", {**base, "init": str(first)}, out=str(tmp_path / "b"), dataset_factory=lambda spec: World())
+    assert_same(load_module(again).state_dict(), load_module(first).state_dict())
+    fresh = train("tokenizer", base, out=str(tmp_path / "c"), dataset_factory=lambda spec: World())
+    assert any(not torch.equal(a, b) for a, b in zip(load_module(fresh).state_dict().values(), load_module(first).state_dict().values()))
+    with pytest.raises(ValueError, match="does not fit"):
+        train("tokenizer", {**base, "model_args": {"dim": 6}, "init": str(first)}, out=str(tmp_path / "d"), dataset_factory=lambda spec: World())

@@ -35,6 +35,7 @@ class Recipe:
     model: str  # a registered preset name
     model_args: dict[str, Any] = field(default_factory=dict)  # typed later by the preset's config class
     tokenizer: str | None = None  # generator recipes: folder of a trained tokenizer
+    init: str | None = None  # start from this trained model folder's weights (fine-tuning); same architecture
     data: dict[str, Any] = field(default_factory=dict)  # {spec: ..., **build_dataset kwargs}
     train: TrainConfig = field(default_factory=TrainConfig)
     out: str | None = None
@@ -78,6 +79,21 @@ def _check_resume(saved_path: Path, recipe: Recipe) -> None:
         raise ValueError(f"cannot resume: recipe differs from {saved_path} (saved, now): {diff}")
 
 
+def _init_weights(model: nn.Module, init: str | None) -> None:
+    """Load the weights of the model folder ``init`` (a fine-tune's starting point); shapes must match."""
+    if not init:
+        return
+    from mmgen.modeling import load_module
+
+    src = load_module(init)
+    if type(src) is not type(model):
+        raise ValueError(f"init={init} holds a {type(src).__name__}, the recipe builds a {type(model).__name__}")
+    try:
+        model.load_state_dict(src.state_dict())
+    except RuntimeError as e:
+        raise ValueError(f"init={init} does not fit the recipe's model: {str(e).splitlines()[0]}") from None
+
+
 def _tokenizer_parts(r: Recipe):
     import mmgen
 
@@ -92,6 +108,7 @@ def _tokenizer_parts(r: Recipe):
             return m(batch["pixels"], step=step)  # forward == loss, so DDP's hooks run
         return m.loss(batch["pixels"], step=step)  # single process only
 
+    _init_weights(model, r.init)
     return model, loss_fn, None  # None: the Trainer's default export (EMA weights if on)
 
 
@@ -108,6 +125,7 @@ def _generator_parts(r: Recipe, device):
     if clash:
         raise ValueError(f"model_args {clash} are determined by the tokenizer at {r.tokenizer}; remove them")
     gen = mmgen.create_generator(r.model, **derived, **r.model_args)
+    _init_weights(gen, r.init)
     gen.bind_tokenizer(tok)
 
     # generators whose loss depends on training progress (RAR's order annealing) get step / steps

@@ -235,7 +235,9 @@ class ShapesWorld(Dataset):
     Args:
         size: canvas side in pixels (>= 16; 32, 64 and 128 are the tested ones).
         seed: world seed.
-        objects: ``"1"``, ``"2"`` or ``"1-2"`` (one or two objects, equally likely).
+        objects: ``"1"``, ``"2"`` or ``"1-2"`` (one or two objects, equally likely unless ``two_fraction``).
+        two_fraction: with ``"1-2"``, the probability of two objects (a recipe may favour the
+            harder two-object scenes; None keeps the equal draw and its exact sample stream).
         length: virtual length (resume = start at index k).
         split: ``"train"`` uses ``default_rng([seed, i])``; ``"test"``/``"val"`` draw disjoint streams.
 
@@ -245,7 +247,8 @@ class ShapesWorld(Dataset):
 
     infinite = True  # packing needs an explicit sample count
 
-    def __init__(self, size: int = 32, seed: int = 0, objects: str = "1-2", length: int = 10**9, split: str = "train"):
+    def __init__(self, size: int = 32, seed: int = 0, objects: str = "1-2", length: int = 10**9, split: str = "train",
+                 two_fraction: float | None = None):
         _check_size(size)
         if objects not in _OBJECT_COUNTS:
             raise ValueError(f"objects must be one of {list(_OBJECT_COUNTS)}, got {objects!r}")
@@ -253,6 +256,9 @@ class ShapesWorld(Dataset):
             raise ValueError(f"split must be one of {list(_SPLITS)} for shapes, got {split!r}")
         if length <= 0:
             raise ValueError(f"length must be positive, got {length}")
+        if two_fraction is not None and (objects != "1-2" or not 0.0 <= two_fraction <= 1.0):
+            raise ValueError(f"two_fraction needs objects='1-2' and a value in [0, 1]; got objects={objects!r}, two_fraction={two_fraction}")
+        self.two_fraction = two_fraction
         self.size, self.seed, self.objects, self.length, self.split = size, seed, objects, length, split
 
     def __len__(self) -> int:
@@ -265,7 +271,10 @@ class ShapesWorld(Dataset):
         code = _SPLITS[self.split]
         rng = np.random.default_rng([self.seed, i] if code is None else [self.seed, i, code])
         counts = _OBJECT_COUNTS[self.objects]
-        n = counts[rng.integers(len(counts))] if len(counts) > 1 else counts[0]
+        if self.two_fraction is not None:
+            n = 2 if rng.random() < self.two_fraction else 1
+        else:
+            n = counts[rng.integers(len(counts))] if len(counts) > 1 else counts[0]
         objects = sample_scene(rng, n)
         image, masks = render_with_masks(objects, self.size, rng)
         return objects, image, masks
