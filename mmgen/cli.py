@@ -48,8 +48,22 @@ def _eval_judge(args: argparse.Namespace) -> None:
     from mmgen.eval.generation import judge_pipeline
 
     pipe = mmgen.load(args.ckpt)
-    res = judge_pipeline(pipe, n=args.n, objects=args.objects, sampler=_sampler(args))
-    res = {k: v for k, v in res.items() if k not in ("images", "prompts")}
+    task = args.task if args.task != "auto" else ("video" if pipe.is_video else "image")
+    if task != "image" and not pipe.is_video:
+        raise ValueError(f"--task {task} needs a video/unified model; {args.ckpt} generates images")
+    if task == "video":
+        from mmgen.eval.video_judge import judge_video_pipeline
+
+        res = judge_video_pipeline(pipe, n=args.n, sampler=_sampler(args), frames=args.frames)
+    elif task == "caption":
+        from mmgen.eval.video_judge import caption_accuracy
+
+        res = caption_accuracy(pipe, n=args.n, objects=args.objects)
+    else:
+        from mmgen.eval.video_judge import image_pipeline
+
+        res = judge_pipeline(image_pipeline(pipe) if pipe.is_video else pipe, n=args.n, objects=args.objects, sampler=_sampler(args))
+    res = {k: v for k, v in res.items() if k not in ("images", "prompts", "videos", "captions")}
     res["checkpoint"] = str(Path(args.ckpt).resolve())
     print(json.dumps(res, indent=2))
     if args.json:
@@ -136,6 +150,13 @@ def _eval_recon(args: argparse.Namespace) -> None:
     from mmgen.eval.recon import evaluate_tokenizer, load_tokenizer
 
     tok, path = load_tokenizer(args.tokenizer, device=args.device)
+    if hasattr(tok, "latent_frames"):  # a video tokenizer: per-frame PSNR, usage, judge on reconstructions (no rFID)
+        from mmgen.eval.video_judge import video_reconstruction
+
+        res = video_reconstruction(tok, args.data, n=args.n, split=args.split, batch_size=args.batch_size, tokenizer_path=path)
+        name = path.parent.name if path.name == "tokenizer" else path.name
+        _write_result({"metric": "recon", **res}, args.json, f"out/eval/recon-{name}-{Path(str(args.data)).name}-n{res['n']}.json")
+        return
     extractor = None if args.no_rfid else default_extractor(args.device) if args.inception is None else InceptionFeatures(args.inception, device=args.device)
     res = evaluate_tokenizer(tok, args.data, n=args.n, split=args.split, batch_size=args.batch_size, rfid=not args.no_rfid, extractor=extractor, tokenizer_path=path)
     name = path.parent.name if path.name == "tokenizer" else path.name
@@ -221,13 +242,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate a generator")
     esub = e.add_subparsers(dest="eval_command", required=True)
-    j = esub.add_parser("judge", help="shapes-judge accuracy on fresh prompts")
+    j = esub.add_parser("judge", help="shapes-judge accuracy on fresh prompts (video: colour, shape, motion; unified: also captions)")
     j.add_argument("--ckpt", required=True)
     j.add_argument("--n", type=int, default=500)
     j.add_argument("--objects", type=int, default=1, choices=[1, 2])
     j.add_argument("--cfg", type=float, default=None)
     j.add_argument("--seed", type=int, default=0)
     j.add_argument("--json", default=None, help="also write the result here")
+    j.add_argument("--task", default="auto", choices=["auto", "image", "video", "caption"],
+                   help="auto: video for video models; image: text-to-image (unified models: frames=1); caption: image-to-text of a unified model")
+    j.add_argument("--frames", type=int, default=None, help="video: frames per clip (default: the model's)")
     j.set_defaults(func=_eval_judge)
     dg = esub.add_parser("digits", help="class-conditional digits: accuracy of a classifier of real digits")
     dg.add_argument("--ckpt", required=True)

@@ -1,6 +1,6 @@
 """Offline BPE text tokenizer (open_clip's, whose vocabulary ships inside the package).
 
-Captions become ``[sot] + bpe + [eot]`` padded to the model's text context. A prompt longer than
+Captions become ``[sot] + bpe + [eot]`` padded to the model's text context (``decode`` inverts it). A prompt longer than
 the context is an error, never silently truncated. A model trained on a closed-domain world may use
 a *compact vocabulary*: the subset of BPE ids it was trained on, remapped to ``0..V-1``, so a
 tiny model does not carry a 49k-row embedding table; a word outside it is a clear error.
@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-__all__ = ["TextTokenizer", "bpe", "compact_vocab", "shapes_text_vocab"]
+__all__ = ["TextTokenizer", "bpe", "compact_vocab", "shapes_text_vocab", "WordGrammar", "GrammarConstraint", "shapes_caption_grammar", "video_caption_grammar"]
 
 PAD, SOT, EOT = 0, 1, 2  # compact ids of the special tokens
 _N_SPECIAL = 3
@@ -90,3 +90,133 @@ class TextTokenizer:
         if isinstance(texts, str):
             texts = [texts]
         return torch.tensor([self.encode(t) for t in texts], dtype=torch.long)
+
+    def bpe_ids(self, word: str) -> list[int]:
+        """This tokenizer's ids of one word (no start/end token)."""
+        return self.encode(word)[1 : len(bpe().encode(word)) + 1]
+
+    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        """Ids -> text: stops at the end token, drops start/pad tokens."""
+        ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        out: list[int] = []
+        for i in ids:
+            if i == self.eot:
+                break
+            if i in (self.sot, self.pad):
+                continue
+            if self._remap is not None:
+                if not _N_SPECIAL <= i < self.vocab_size:
+                    raise ValueError(f"id {i} is not a word of this {self.vocab_size}-id text vocabulary")
+                i = self.vocab[i - _N_SPECIAL]
+            out.append(int(i))
+        return " ".join(bpe().decode(out).split())
+
+
+# ---------------------------------------------------------------- constrained decoding
+WordGrammar = dict  # state -> list of (word, next state); states named "accept*" may end the text
+
+
+class GrammarConstraint:
+    """Which token ids may come next, from a word-level finite-state grammar.
+
+    Words become their BPE ids (``cyan`` is two tokens), so a decoder that only ever picks allowed
+    ids writes a sentence of the grammar; the end token is allowed only in accepting states.
+
+    Args:
+        tokenizer: the model's text tokenizer.
+        grammar: ``{state: [(word, next_state), ...]}``; the start state is ``"start"``, states whose
+            name starts with ``"accept"`` may end the text.
+    """
+
+    def __init__(self, tokenizer: TextTokenizer, grammar: WordGrammar) -> None:
+        self.tokenizer, self.grammar = tokenizer, grammar
+        self.words = {w: tuple(tokenizer.bpe_ids(w)) for arcs in grammar.values() for w, _ in arcs}
+        for state, arcs in grammar.items():
+            for w, nxt in arcs:
+                if nxt not in grammar and not nxt.startswith("accept"):
+                    raise ValueError(f"grammar state {state!r}: word {w!r} leads to unknown state {nxt!r}")
+                clash = [v for v, _ in arcs if v != w and self.words[v][: len(self.words[w])] == self.words[w]]
+                if clash:
+                    raise ValueError(f"grammar state {state!r}: the tokens of {w!r} begin {clash}; decoding would be ambiguous")
+
+    def start(self) -> tuple[str, tuple[int, ...]]:
+        """Decoder state: (grammar state, ids of the word being written)."""
+        return ("start", ())
+
+    def allowed(self, state: tuple[str, tuple[int, ...]]) -> list[int]:
+        name, partial = state
+        out = {self.words[w][len(partial)] for w, _ in self.grammar.get(name, []) if self.words[w][: len(partial)] == partial}
+        if not partial and name.startswith("accept"):
+            out.add(self.tokenizer.eot)
+        return sorted(out)
+
+    def step(self, state: tuple[str, tuple[int, ...]], token: int) -> tuple[str, tuple[int, ...]]:
+        """Advance by one id; raises ValueError for an id the grammar does not allow here."""
+        name, partial = state
+        if token not in self.allowed(state):
+            raise ValueError(f"token {token} is not allowed after {self.tokenizer.decode(list(partial)) or name!r}")
+        if token == self.tokenizer.eot:
+            return ("end", ())
+        partial = partial + (token,)
+        for w, nxt in self.grammar.get(name, []):
+            if self.words[w] == partial:
+                return (nxt, ())
+        return (name, partial)
+
+    def max_tokens(self) -> int:
+        """Longest sentence in ids (the grammar must be acyclic)."""
+        memo: dict[str, int] = {}
+
+        def longest(state: str, depth: int = 0) -> int:
+            if depth > 64:
+                raise ValueError("grammar has a cycle: captions could be endless")
+            if state not in memo:
+                memo[state] = max([len(self.words[w]) + longest(n, depth + 1) for w, n in self.grammar.get(state, [])], default=0)
+            return memo[state]
+
+        return longest("start")
+
+
+def _object_grammar(tag: str, end: str, more: str | None) -> WordGrammar:
+    """``a SIZE COLOUR SHAPE at the POSITION`` from state ``start{tag}`` to ``end`` (optionally ``and`` -> ``more``)."""
+    from mmgen.data import shapes
+
+    s = lambda name: f"{name}{tag}"  # noqa: E731
+    g: WordGrammar = {
+        s("start"): [("a", s("size"))],
+        s("size"): [(w, s("color")) for w in shapes.SIZES],
+        s("color"): [(w, s("shape")) for w in shapes.COLORS],
+        s("shape"): [(w, s("at")) for w in shapes.SHAPES],
+        s("at"): [("at", s("the"))],
+        s("the"): [("the", s("pos"))],
+        s("pos"): [("top", s("accept_side")), ("bottom", s("accept_side")), ("left", end), ("center", end), ("right", end)],
+        s("accept_side"): [("left", end), ("right", end)],
+    }
+    if more is not None:
+        g[s("accept_side")].append(("and", more))
+    return g
+
+
+def shapes_caption_grammar(max_objects: int = 2) -> WordGrammar:
+    """The ``shapes`` caption grammar with 1..``max_objects`` (1 or 2) objects."""
+    if max_objects not in (1, 2):
+        raise ValueError(f"max_objects must be 1 or 2, got {max_objects}")
+    if max_objects == 1:
+        g = _object_grammar("", "accept", None)
+        g["accept"] = []
+        return g
+    g = _object_grammar("", "accept_one", None)
+    g["accept_one"] = [("and", "start2")]
+    g["accept_side"].append(("and", "start2"))
+    g.update(_object_grammar("2", "accept_two", None))
+    g["accept_two"] = []
+    return g
+
+
+def video_caption_grammar() -> WordGrammar:
+    """``a COLOUR SHAPE moving DIRECTION`` (the ``shapes-video`` captions)."""
+    from mmgen.data import shapes
+    from mmgen.data.video import DIRECTIONS
+
+    return {"start": [("a", "color")], "color": [(w, "shape") for w in shapes.COLORS], "shape": [(w, "moving") for w in shapes.SHAPES],
+            "moving": [("moving", "dir")], "dir": [(w, "accept") for w in DIRECTIONS], "accept": []}

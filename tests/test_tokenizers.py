@@ -5,7 +5,7 @@ import torch
 import mmgen
 from mmgen.modeling import load_module
 from mmgen.registry import preset_info
-from mmgen.tokens import GridLayout, ScalesLayout, Tokens
+from mmgen.tokens import FramesLayout, GridLayout, ScalesLayout, Tokens
 from mmgen.tokenizers_vis import LPIPS, KLTokenizer, MultiScaleVQTokenizer, VectorQuantizer, VQTokenizer
 from mmgen.tokenizers_vis.quantizers import CodebookTracker
 
@@ -31,6 +31,14 @@ def blobs(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
         s = int(torch.randint(size // 4, size // 2, (1,), generator=g))
         r, c = torch.randint(0, size - s, (2,), generator=g).tolist()
         x[i, :, r : r + s, c : c + s] = torch.randint(0, 2, (3, 1, 1), generator=g).float() * 2 - 1
+    return x
+
+
+def inputs(tok, n: int, seed: int = 0) -> torch.Tensor:
+    """Images, or for a video tokenizer clips of its clip length (the blobs sliding one pixel per frame)."""
+    x = blobs(n, seed=seed)
+    if isinstance(tok.layout, FramesLayout):
+        return torch.stack([x.roll(t, -1) for t in range(tok.config.frames)], 2)
     return x
 
 
@@ -68,7 +76,7 @@ def test_loss_backward_every_param(name):
 @pytest.mark.parametrize("name", TINY)
 def test_encode_decode_shapes_and_layout(name):
     tok = mmgen.create_tokenizer(name).eval()
-    x = blobs(3)
+    x = inputs(tok, 3)
     tokens = tok.encode(x)
     assert isinstance(tokens, Tokens) and tokens.layout == tok.layout
     if isinstance(tok, KLTokenizer):  # continuous latents instead of ids
@@ -76,7 +84,7 @@ def test_encode_decode_shapes_and_layout(name):
     else:
         assert tokens.ids.shape == (3, tok.layout.num_tokens) and tokens.ids.dtype == torch.long
         assert 0 <= int(tokens.ids.min()) and int(tokens.ids.max()) < tok.vocab_size
-    expected = ScalesLayout if isinstance(tok, MultiScaleVQTokenizer) else GridLayout
+    expected = ScalesLayout if isinstance(tok, MultiScaleVQTokenizer) else FramesLayout if x.ndim == 5 else GridLayout
     assert isinstance(tok.layout, expected)
     if expected is GridLayout:
         assert tok.layout == GridLayout(32 // tok.downsample, 32 // tok.downsample)
@@ -120,9 +128,10 @@ def test_bad_inputs_raise(name):
         with pytest.raises(ValueError, match="latents must be"):
             tok.decode(z[:, :-1])
         return
-    ids = tok.encode(torch.zeros(1, 3, 32, 32)).ids
+    tokens = tok.encode(inputs(tok, 1))
+    ids = tokens.ids
     with pytest.raises(ValueError, match="must lie in"):
-        tok.decode(Tokens(layout=tok.layout, ids=ids + tok.vocab_size))
+        tok.decode(Tokens(layout=tokens.layout, ids=ids + tok.vocab_size))
     with pytest.raises(ValueError, match="ids must be"):
         tok.decode(ids[:, :-1])
 

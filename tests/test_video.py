@@ -1,0 +1,191 @@
+"""Video: frames layout, the shapes-video world, the video judge, video tokenizers, video pipelines and CLI."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import mmgen
+from mmgen.cli import main
+from mmgen.data import build_dataset, collate
+from mmgen.data.video import ShapesVideoWorld, parse_video_caption, render_video, video_caption
+from mmgen.eval.video_judge import judge_video, judge_video_batch, video_prompts
+from mmgen.models.base import tokenizer_overrides
+from mmgen.pipeline import Pipeline, save_pipeline
+from mmgen.tokens import FramesLayout, GridLayout, Tokens, layout_from_dict
+
+SMALL = dict(transformer=dict(dim=32, depth=1, heads=2))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def clips(n, seed=0, split="test"):
+    world = ShapesVideoWorld(size=32, seed=seed, split=split)
+    return world, collate([world[i] for i in range(n)])
+
+
+def test_frames_layout_round_trip():
+    lay = FramesLayout(5, 4, 4)
+    assert layout_from_dict(lay.to_dict()) == lay and lay.num_tokens == 80 and lay.frame_tokens == 16
+    assert layout_from_dict(GridLayout(8, 8).to_dict()) == GridLayout(8, 8)
+    assert lay.with_frames(2) == FramesLayout(2, 4, 4)
+    assert Tokens(lay, ids=torch.zeros(2, 80, dtype=torch.long)).batch_size == 2
+    with pytest.raises(ValueError, match="do not fit"):
+        Tokens(lay, ids=torch.zeros(2, 64, dtype=torch.long))
+    with pytest.raises(ValueError, match="positive"):
+        FramesLayout(0, 4, 4)
+    with pytest.raises(ValueError, match="known: grid, scales, frames"):
+        layout_from_dict({"type": "cube"})
+
+
+def test_world_is_deterministic_and_objects_move_inside_the_canvas():
+    world = ShapesVideoWorld(size=32, seed=3, frames=8)
+    a, b = world[5], world[5]
+    assert torch.equal(a["pixels"], b["pixels"]) and a["pixels"].shape == (3, 8, 32, 32)
+    assert not torch.equal(a["pixels"], ShapesVideoWorld(size=32, seed=3, split="test")[5]["pixels"])
+    for i in range(50):
+        scene = world.scene(i)
+        video = render_video(scene, 32)
+        assert (video.max(axis=(1, 2, 3)) > 0).all(), "the object is in every frame"
+        lit = [(f.max(axis=2) > 0).sum() for f in video]
+        assert len(set(lit)) == 1, "the whole object stays inside the canvas"
+        dx, dy = np.subtract(scene.boxes[-1][:2], scene.boxes[0][:2])
+        assert {"right": dx > 0, "left": dx < 0, "down": dy > 0, "up": dy < 0}[scene.direction]
+        assert parse_video_caption(scene.caption) == (scene.color, scene.shape, scene.direction)
+    ds = build_dataset("shapes-video:frames=4", size=32, seed=0)
+    assert ds[0]["pixels"].shape == (3, 4, 32, 32)
+    with pytest.raises(ValueError, match="unknown option"):
+        build_dataset("shapes-video:fps=3")
+    with pytest.raises(ValueError, match="direction"):
+        parse_video_caption("a red circle moving sideways")
+    with pytest.raises(ValueError, match="unknown direction"):
+        video_caption("red", "circle", "north")
+
+
+def test_video_judge_is_right_on_real_clips_and_catches_wrong_motion():
+    _, batch = clips(40)
+    scores = judge_video_batch(batch["pixels"], batch["caption"])
+    assert scores["whole"] == 1.0 and scores["n"] == 40
+    x, caption = batch["pixels"][0], batch["caption"][0]
+    direction = parse_video_caption(caption)[2]
+    backwards = judge_video(x.flip(1), caption)  # time reversed: the opposite direction
+    assert not backwards.attributes["direction"] and backwards.attributes["color"] and not backwards.whole
+    opposite = {"left": "right", "right": "left", "up": "down", "down": "up"}[direction]
+    assert backwards.found["direction"] == opposite
+    frozen = judge_video(x[:, :1].expand_as(x), caption)  # no motion at all
+    assert frozen.found["direction"] is None and not frozen.whole
+    color = parse_video_caption(caption)[0]
+    other = "blue" if color != "blue" else "red"
+    assert not judge_video(x, caption.replace(color, other, 1)).whole
+    blank = judge_video(torch.full_like(x, -1.0), caption)
+    assert not blank.count and not blank.whole
+    assert len(set(video_prompts(50))) > 20 and all(parse_video_caption(p) for p in video_prompts(5))
+
+
+@pytest.mark.parametrize("name", ["video-vq-tiny", "video-vq3d-tiny"])
+def test_video_tokenizers_take_any_clip_length_and_images(name):
+    tok = mmgen.create_tokenizer(name).eval()
+    _, batch = clips(2)
+    x = batch["pixels"][:, :, :5]
+    tokens = tok.encode(x)
+    assert tokens.layout == FramesLayout(tok.latent_frames(5), 4, 4)
+    assert tok.decode(tokens, frames=5).shape == x.shape
+    image = tok.encode(x[:, :, 0])
+    assert image.layout == FramesLayout(1, 4, 4) and tok.decode(image).shape == (2, 3, 1, 32, 32)
+    assert tok.decode(tok.encode(batch["pixels"])).shape == batch["pixels"].shape  # default clip length
+
+
+def test_causal_tokenizer_first_frame_depends_on_the_first_frame_only():
+    torch.manual_seed(0)
+    tok = mmgen.create_tokenizer("video-vq3d-tiny").eval()
+    with torch.no_grad():
+        for p in tok.parameters():  # random weights: causality must hold by construction, not by training
+            p.add_(torch.randn_like(p) * 0.05)
+    _, batch = clips(2)
+    x = batch["pixels"]
+    y = x.clone()
+    y[:, :, 1:] = torch.rand_like(y[:, :, 1:]) * 2 - 1
+    a, b = tok.encode(x).ids, tok.encode(y).ids
+    f = tok.layout.frame_tokens
+    assert torch.equal(a[:, :f], b[:, :f]) and not torch.equal(a[:, f:], b[:, f:])
+    assert torch.equal(a[:, :f], tok.encode(x[:, :, 0]).ids), "frame 0 of a clip encodes like the image alone"
+    with torch.no_grad():  # the decoder is causal too: a prefix of latent frames decodes to a prefix of the clip
+        full = tok.decode(Tokens(tok.layout, ids=a), frames=9)
+        head = tok.decode(Tokens(tok.layout.with_frames(2), ids=a[:, : 2 * f]))
+    assert head.shape[2] == 3 and torch.allclose(full[:, :, :3], head, atol=1e-5)
+
+
+def test_frame_vq_is_the_image_vq_per_frame():
+    tok = mmgen.create_tokenizer("video-vq-tiny").eval()
+    _, batch = clips(2)
+    x = batch["pixels"]
+    ids = tok.encode(x).ids.reshape(2, 8, -1)
+    assert torch.equal(ids[:, 3], tok.encode(x[:, :, 3]).ids)
+
+
+@pytest.fixture(scope="module")
+def video_ckpt(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "nbp"
+    tok = mmgen.create_tokenizer("video-vq3d-tiny")
+    gen = mmgen.create_generator("nbp-tiny", **tokenizer_overrides(tok), **SMALL)
+    save_pipeline(path, gen, tok)
+    return path
+
+
+def test_pipeline_returns_clips_and_checks_frames(video_ckpt):
+    pipe = mmgen.load(video_ckpt)
+    assert pipe.is_video and pipe.max_frames == 8 and pipe.describe()["frames"] == 8
+    v = pipe(prompt="a red circle moving right", n=2, seed=1)
+    assert v.dtype == torch.uint8 and v.shape == (2, 3, 8, 32, 32)
+    assert pipe(prompt="a red circle moving right", frames=3, seed=1).shape == (1, 3, 3, 32, 32)
+    for bad in (0, 9, 2.5):
+        with pytest.raises(ValueError, match="not supported by this model"):
+            pipe(prompt="a red circle moving right", frames=bad)
+
+
+def test_cli_writes_gif_mp4_and_frame_grid(video_ckpt, tmp_path):
+    import imageio.v3 as iio
+
+    base = ["sample", "--ckpt", str(video_ckpt), "--prompt", "a red circle moving right", "--n", "2", "--seed", "0"]
+    assert main(base + ["--out", str(tmp_path / "clip.mp4"), "--frames", "8"]) == 0
+    mp4 = iio.imread(tmp_path / "clip.mp4", plugin="pyav")
+    assert mp4.shape[0] == 8 and mp4.shape[-1] == 3
+    assert len(list((tmp_path / "clip").glob("*.mp4"))) == 2
+    meta = json.loads((tmp_path / "clip.json").read_text())
+    assert meta["frames"] == 8 and meta["sampler"]["seed"] == 0 and meta["num_images"] == 2
+    assert main(base + ["--out", str(tmp_path / "clip.gif"), "--frames", "4", "--fps", "8"]) == 0
+    assert iio.imread(tmp_path / "clip.gif").shape[0] == 4
+    assert main(base + ["--out", str(tmp_path / "grid.png")]) == 0
+    w, h = Image.open(tmp_path / "grid.png").size
+    assert w > 8 * 32 and h > 2 * 32 and w > h  # one row per sample, one column per frame
+
+
+def test_cli_bad_video_input_is_a_clear_error(video_ckpt, tmp_path, capsys):
+    base = ["sample", "--ckpt", str(video_ckpt), "--prompt", "a red circle moving right", "--n", "1"]
+    assert main(base + ["--out", str(tmp_path / "x.avi")]) == 2
+    assert "unknown output extension '.avi'" in capsys.readouterr().err
+    assert main(base + ["--out", str(tmp_path / "x.mp4"), "--frames", "16"]) == 2
+    assert "frames=16 is not supported" in capsys.readouterr().err
+    assert main(["sample", "--ckpt", str(video_ckpt), "--prompt", "a red circle moving right and left " * 3, "--out", str(tmp_path / "x.gif")]) == 2
+    assert "text context holds" in capsys.readouterr().err
+
+
+def test_image_model_rejects_frames_and_video_extensions(tmp_path, capsys):
+    tok = mmgen.create_tokenizer("vq-tiny")
+    gen = mmgen.create_generator("raster-tiny", **tokenizer_overrides(tok), **SMALL)
+    save_pipeline(tmp_path / "img", gen, tok)
+    base = ["sample", "--ckpt", str(tmp_path / "img"), "--prompt", "a small red circle at the top", "--n", "1"]
+    assert main(base + ["--out", str(tmp_path / "x.mp4")]) == 2
+    assert "allowed: .png, .jpg, .jpeg" in capsys.readouterr().err
+    assert main(base + ["--out", str(tmp_path / "x.png"), "--frames", "8"]) == 2
+    assert "generates images" in capsys.readouterr().err
+    pipe = Pipeline(gen, tok)
+    with pytest.raises(ValueError, match="does not caption"):
+        pipe.caption(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
