@@ -65,7 +65,7 @@ def test_digits_with_a_tokenizer_trained_from_a_recipe(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("names,msg", [
     (["raster", "nope"], "unknown paradigm 'nope'; available for shapes: raster"),
-    (["nbp"], "'nbp' (NBP) is not implemented yet"),
+    (["nbp"], "'nbp' (NBP) has no entry in the comparison yet"),
 ])
 def test_unknown_or_planned_paradigm_is_a_clear_error(tmp_path, capsys, names, msg):
     assert main(["bench", "compare", "--out", str(tmp_path), "--paradigms", ",".join(names), *TINY]) == 2
