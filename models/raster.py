@@ -10,6 +10,11 @@ cell it is about to generate, and so which words of the prompt apply (two-object
 colours to positions). With ``target_pos_embed`` every slot that predicts a token also gets a
 learned embedding of that token's grid cell (the slot before token ``n`` gets ``pos[n]``), the
 target-aware embedding RAR uses for arbitrary orders, here in raster order.
+
+1D layouts run the same way, with 1D positions continuing the prefix's: a FlexTok
+``SequenceLayout`` (``SamplerConfig.token_budget = k`` stops after ``k`` tokens and returns that
+prefix, which the tokenizer decodes) and a subobject ``SegmentsLayout`` (after its end token every
+token is the end token: not trained on, and forced while sampling).
 """
 from __future__ import annotations
 
@@ -23,11 +28,11 @@ from mmgen.nn.masks import Causal
 from mmgen.nn.transformer import Transformer, TransformerConfig
 from mmgen.registry import register_preset
 from mmgen.sampling import SamplerConfig, cfg_scale_at, guide, sample_logits
-from mmgen.tokens import GridLayout, Tokens
+from mmgen.tokens import GridLayout, SegmentsLayout, SequenceLayout, Tokens
 from mmgen.models.base import Callback, Condition, Generator, GeneratorConfig
 from mmgen.text import shapes_text_vocab
 
-__all__ = ["RasterConfig", "RasterGenerator", "grid_positions"]
+__all__ = ["RasterConfig", "RasterGenerator", "grid_positions", "sequence_positions"]
 
 
 @dataclass
@@ -44,13 +49,18 @@ def grid_positions(prefix: int, h: int, w: int) -> torch.Tensor:
     return torch.cat([p, g]).float()
 
 
+def sequence_positions(prefix: int, n: int) -> torch.Tensor:
+    """``(prefix + n, 3)`` M-RoPE coordinates of a 1D sequence after the prefix: ``(i, i, i)`` (plain 1D RoPE)."""
+    return torch.arange(prefix + n, device=torch.device("cpu"))[:, None].expand(prefix + n, 3).float()
+
+
 class RasterGenerator(Generator):
     config_class = RasterConfig
 
     def __init__(self, config: RasterConfig) -> None:
         super().__init__(config)
-        if not isinstance(self.layout, GridLayout):
-            raise ValueError(f"the raster generator needs a grid layout, got {self.layout}")
+        if not isinstance(self.layout, (GridLayout, SequenceLayout, SegmentsLayout)):
+            raise ValueError(f"the raster generator needs a grid, sequence or segments layout, got {self.layout}")
         dim = self.config.transformer.dim
         if self.config.transformer.adaln_dim not in (0, dim):
             raise ValueError(f"the AdaLN condition is the pooled condition of width {dim}; got adaln_dim={self.config.transformer.adaln_dim}")
@@ -62,7 +72,8 @@ class RasterGenerator(Generator):
         if self.config.target_pos_embed:
             self.target_pos = nn.Parameter(torch.randn(self.layout.num_tokens, dim) * 0.02)
         P = self.cond_embed.prefix_len
-        self.register_buffer("positions", grid_positions(P, self.layout.h, self.layout.w), persistent=False)
+        pos = grid_positions(P, self.layout.h, self.layout.w) if isinstance(self.layout, GridLayout) else sequence_positions(P, self.layout.num_tokens)
+        self.register_buffer("positions", pos, persistent=False)
 
     @property
     def prefix_len(self) -> int:
@@ -117,7 +128,11 @@ class RasterGenerator(Generator):
         if self.training:
             cond = self.cond_embed.drop(cond, self.config.cond_dropout)
         logits = self.logits(tokens, cond)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tokens.ids.reshape(-1))
+        target = tokens.ids
+        if isinstance(self.layout, SegmentsLayout):  # nothing to learn after the first end token
+            after_end = F.pad((target == self.layout.end_id).long().cumsum(1)[:, :-1], (1, 0)) > 0
+            target = target.masked_fill(after_end, -100)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1), ignore_index=-100)
         return loss, {"ce": loss.detach()}
 
     def forward_passes(self) -> int:
@@ -137,7 +152,7 @@ class RasterGenerator(Generator):
     @torch.no_grad()
     def generate(self, cond: Condition, sampler: SamplerConfig | None = None, callback: Callback | None = None, negative: Condition | None = None) -> Tokens:
         sampler = (sampler or SamplerConfig()).validate()
-        B, N, P = cond.batch_size, self.layout.num_tokens, self.prefix_len
+        B, N, P = cond.batch_size, self.num_to_generate(sampler), self.prefix_len
         rng = sampler.generator(self.device)
         full = self.cfg_batch(cond.to(self.device), sampler, negative)
         prefix, pooled = self.cond_embed(full)
@@ -152,12 +167,42 @@ class RasterGenerator(Generator):
                 logits = self.next_logits(x, start, cache, pooled)
             if sampler.guided:
                 logits = guide(logits, cfg_scale_at(sampler, n / max(N - 1, 1)))
-            ids[:, n] = sample_logits(logits, sampler, rng)
+            ids[:, n] = self._next_ids(logits, ids[:, :n], sampler, rng)
             start += x.shape[1]
             x = self.tok_embed(ids[:, n : n + 1]).repeat(full.batch_size // B, 1, 1)
             if callback is not None:
-                callback(n + 1, N, Tokens(self.layout, ids=ids.clone()))
-        return Tokens(self.layout, ids=ids)
+                callback(n + 1, N, self._partial(ids, n + 1))
+        return self._partial(ids, N) if N < self.layout.num_tokens else Tokens(self.layout, ids=ids)
+
+    def num_to_generate(self, sampler: SamplerConfig) -> int:
+        """Tokens to sample: all, or ``sampler.token_budget`` of a truncatable 1D sequence (FlexTok)."""
+        N, k = self.layout.num_tokens, sampler.token_budget
+        if k == 0 or k >= N:
+            return N
+        if not isinstance(self.layout, SequenceLayout):
+            raise ValueError(f"token_budget={k} needs a truncatable 1D sequence (a FlexTok tokenizer); this model's layout is {self.layout}: use token_budget=0")
+        return k
+
+    def _partial(self, ids: torch.Tensor, n: int) -> Tokens:
+        """What the first ``n`` sampled tokens are: a decodable prefix of a 1D sequence, else the full layout."""
+        if isinstance(self.layout, SequenceLayout):
+            return Tokens(self.layout.truncate(n), ids=ids[:, :n].clone())
+        out = ids.clone()
+        if isinstance(self.layout, SegmentsLayout):
+            out[:, n:] = self.layout.end_id  # not sampled yet: nothing to paint
+        return Tokens(self.layout, ids=out)
+
+    def _next_ids(self, logits: torch.Tensor, prev: torch.Tensor, sampler: SamplerConfig, rng: torch.Generator | None) -> torch.Tensor:
+        """Sample the next token; a segments sequence needs at least one segment and stays ended once ended."""
+        if not isinstance(self.layout, SegmentsLayout):
+            return sample_logits(logits, sampler, rng)
+        end = self.layout.end_id
+        if prev.shape[1] == 0:
+            logits = logits.clone()
+            logits[:, end] = float("-inf")
+        nxt = sample_logits(logits, sampler, rng)
+        ended = (prev == end).any(1) if prev.shape[1] else torch.zeros_like(nxt, dtype=torch.bool)
+        return torch.where(ended, torch.full_like(nxt, end), nxt)
 
 
 _TINY = dict(dim=192, depth=6, heads=6)
@@ -167,6 +212,11 @@ _RASTER = dict(target_pos_embed=True)
 def _register() -> None:
     register_preset("raster-tiny", RasterGenerator, tags=("tiny",), transformer=dict(_TINY), **_RASTER, cond="text", text_vocab=shapes_text_vocab)
     register_preset("raster-tiny-class", RasterGenerator, tags=("tiny",), transformer=dict(_TINY), **_RASTER, cond="class", num_classes=10)
+    # the same model on 1D tokenizers: FlexTok sequences (flextok-tiny) and subobject segments (subobject-tiny)
+    register_preset("raster-tiny-flextok", RasterGenerator, tags=("tiny",), transformer=dict(_TINY), **_RASTER, cond="text", text_vocab=shapes_text_vocab,
+                    vocab_size=1000, layout={"type": "sequence", "length": 32}, token_dim=4)
+    register_preset("raster-tiny-subobject", RasterGenerator, tags=("tiny",), transformer=dict(_TINY), **_RASTER, cond="text", text_vocab=shapes_text_vocab,
+                    vocab_size=15361, layout={"type": "segments", "max_segments": 8, "end_id": 15360}, token_dim=5)
     # LlamaGen reference sizes (class-conditional ImageNet, 16x16 tokens of a 16384-code VQ).
     ref = dict(cond="class", num_classes=1000, vocab_size=16384, layout={"type": "grid", "h": 16, "w": 16}, image_size=256, token_dim=8, **_RASTER)
     register_preset("llamagen-b", RasterGenerator, tags=("reference",), transformer=dict(dim=768, depth=12, heads=12), **ref)

@@ -37,9 +37,12 @@ def same(a, b):
     return torch.equal(a, b) if not a.is_floating_point() else torch.allclose(a, b, atol=1e-4)
 
 
+TOKENIZER_OF = {"raster-tiny-flextok": "flextok-tiny", "raster-tiny-subobject": "subobject-tiny"}  # presets made for a 1D tokenizer
+
+
 def build(name, **kw):
     cls = preset_info(name).cls
-    tok = tokenizer_for(cls)
+    tok = mmgen.create_tokenizer(TOKENIZER_OF[name]).eval() if name in TOKENIZER_OF else tokenizer_for(cls)
     gen = mmgen.create_generator(name, **tokenizer_overrides(tok), **{**SMALL, **kw})
     return gen.bind_tokenizer(tok), tok
 

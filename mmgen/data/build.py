@@ -73,7 +73,8 @@ def build_dataset(spec: str, size: int = 32, seed: int = 0, split: str = "train"
 
     Args:
         spec: ``shapes`` / ``shapes:objects=1,length=1000``, ``digits``, ``folder:/path``,
-            ``shards:/dir`` or ``shards:/data/s-{000000..000009}.tar``.
+            ``photos`` (crops of the photos scikit-image/-learn ship), ``shards:/dir`` or
+            ``shards:/data/s-{000000..000009}.tar``.
         size: image side.
         seed: world seed.
         split: ``train`` / ``test`` (``val`` for shapes, ``all`` for digits); folders and shards
@@ -109,6 +110,12 @@ def _digits(size: int, seed: int, split: str, **kw: Any):
     return DigitsWorld(size=size, split=split, seed=seed, **kw)
 
 
+def _photos(size: int, seed: int, split: str, **kw: Any):
+    from mmgen.data.photos import PhotosWorld
+
+    return PhotosWorld(size=size, seed=seed, split=split, **kw)
+
+
 def _folder(path: str, size: int, seed: int, split: str, **kw: Any):
     from mmgen.data.folders import ImageFolderDataset
 
@@ -123,6 +130,7 @@ def _shards(path: str, size: int, seed: int, split: str, **kw: Any):
 
 register_dataset("shapes", _shapes, {"objects": str, "length": int})
 register_dataset("digits", _digits)
+register_dataset("photos", _photos, {"length": int})
 register_dataset("folder", _folder, takes_path=True)
 register_dataset("shards", _shards, takes_path=True)
 

@@ -1,0 +1,183 @@
+"""FlexTok: nested dropout, causal registers, every prefix decodes, training, CFG, autoencoder space, bad k."""
+import pytest
+import torch
+
+import mmgen
+from mmgen.modeling import load_module
+from mmgen.tokens import SequenceLayout, Tokens
+
+SMALL = dict(num_registers=8, encoder=dict(dim=32, depth=1, heads=2), decoder=dict(dim=32, depth=2, heads=2), flow_steps=2)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def blobs(n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = -torch.ones(n, 3, 32, 32)
+    for i in range(n):
+        s = int(torch.randint(8, 16, (1,), generator=g))
+        r, c = torch.randint(0, 32 - s, (2,), generator=g).tolist()
+        x[i, :, r : r + s, c : c + s] = torch.randint(0, 2, (3, 1, 1), generator=g).float() * 2 - 1
+    return x
+
+
+def small(**kw):
+    return mmgen.create_tokenizer("flextok-tiny", **{**SMALL, **kw})
+
+
+def test_nested_dropout_masks_only_the_tail():
+    tok = small()
+    codes = tok.fsq.ids_to_codes(torch.randint(0, tok.vocab_size, (2, 8)))
+    for k in (1, 3, 8):
+        keep = (torch.arange(8) < k).expand(2, 8)
+        regs = tok._registers_in(codes, keep)
+        masked = tok.mask_token + tok.reg_pos
+        torch.testing.assert_close(regs[:, k:], masked[k:].expand(2, -1, -1))  # the tail is the mask token
+        assert not torch.allclose(regs[:, :k], masked[:k].expand(2, -1, -1))  # the kept head carries the codes
+    torch.manual_seed(0)
+    ks = tok.train().sample_keep(4000, "cpu")
+    assert set(ks.tolist()) == set(range(0, 9)), "k uniform in 1..K, plus k = 0 (null) for CFG"
+    assert abs(float((ks == 0).float().mean()) - tok.config.null_prob) < 0.03
+    ks = small(keep_k="pow2").sample_keep(2000, "cpu")
+    assert set(ks.tolist()) <= {0, 1, 2, 4, 8}
+
+
+def test_registers_are_causal_and_prefixes_are_consistent():
+    tok = small().eval()
+    x = blobs(3)
+    full = tok.encode(x)
+    assert full.layout == SequenceLayout(8) and full.ids.shape == (3, 8)
+    for k in (1, 5, 8):
+        t = tok.encode(x, k=k)
+        assert t.layout == SequenceLayout(k) and torch.equal(t.ids, full.ids[:, :k])
+        assert torch.equal(full.prefix(k).ids, t.ids)
+    with torch.no_grad():  # a later register never changes an earlier one (Causal(prefix=patches))
+        torch.nn.init.normal_(tok.to_code.weight)
+        before = tok._encode(x)[0]
+        tok.registers[5:].add_(1.0)
+        after = tok._encode(x)[0]
+    torch.testing.assert_close(before[:, :5], after[:, :5])
+    assert not torch.allclose(before[:, 5:], after[:, 5:])
+
+
+def test_decode_works_for_every_k_and_is_deterministic():
+    tok = small().eval()
+    x = blobs(2)
+    t = tok.encode(x)
+    outs = []
+    for k in range(1, 9):
+        y = tok.decode(t.prefix(k))
+        assert y.shape == (2, 3, 32, 32) and y.min() >= -1 and y.max() <= 1 and torch.isfinite(y).all()
+        outs.append(y)
+    assert torch.equal(tok.decode(t.ids[:, :3]), outs[2]), "a plain (B, k) id tensor decodes like Tokens"
+    assert torch.equal(tok.decode(t), tok.decode(t)), "decoding starts from seeded noise"
+    assert not torch.equal(tok.decode(t, seed=1), tok.decode(t))
+    assert tok.decode(t, steps=3, cfg_scale=3.0).shape == (2, 3, 32, 32)
+
+
+def test_bad_k_and_bad_ids_are_clear_errors():
+    tok = small().eval()
+    x = blobs(1)
+    for k in (0, 9, -1):
+        with pytest.raises(ValueError, match=r"k=.* out of range.*1\.\.8"):
+            tok.encode(x, k=k)
+    ids = tok.encode(x).ids
+    with pytest.raises(ValueError, match="k out of range"):
+        tok.decode(torch.cat([ids, ids], 1))
+    with pytest.raises(ValueError, match="k out of range"):
+        tok.decode(ids[:, :0])
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1000\)"):
+        tok.decode(ids + 1000)
+    with pytest.raises(ValueError, match="SequenceLayout"):
+        tok.decode(Tokens(mmgen.tokens.GridLayout(2, 4), ids=ids))
+    with pytest.raises(ValueError, match="out of range"):
+        SequenceLayout(8).truncate(9)
+    with pytest.raises(ValueError, match="steps"):
+        tok.decode(ids, steps=0)
+    with pytest.raises(ValueError, match="levels"):
+        small(levels=[8, 1])
+
+
+def test_tiny_training_lowers_the_loss():
+    torch.manual_seed(0)
+    tok = small(num_registers=4, decoder=dict(dim=48, depth=2, heads=2)).train()
+    held = blobs(16, seed=99)
+
+    def flow_loss() -> float:
+        torch.manual_seed(123)  # same k, t and noise every time
+        with torch.no_grad():
+            return float(tok.loss(held)[0])
+
+    before = flow_loss()
+    opt = torch.optim.AdamW(tok.parameters(), lr=3e-3)
+    for step in range(40):
+        loss, _ = tok.loss(blobs(16, seed=step))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = flow_loss()
+    assert after < 0.6 * before, (before, after)
+
+
+def test_autoencoder_latent_space_and_reload(tmp_path):
+    kl = mmgen.create_tokenizer("kl-tiny").eval()
+    kl.save_pretrained(tmp_path / "kl")
+    tok = small(autoencoder=str(tmp_path / "kl"), patch_size=2)
+    assert (tok.config.in_channels, tok.config.grid_size) == (kl.codebook_dim, kl.latent_size)
+    assert tok.num_patches == (kl.latent_size // 2) ** 2
+    assert not any(p.requires_grad for p in tok.autoencoder.parameters())
+    loss, _ = tok.train().loss(blobs(2))
+    loss.backward()
+    assert tok.autoencoder.training is False
+    tok.eval().save_pretrained(tmp_path / "ft")
+    (tmp_path / "kl" / "model.safetensors").unlink()  # the checkpoint is self-contained
+    back = load_module(tmp_path / "ft")
+    x = blobs(2, seed=3)
+    assert torch.equal(tok.decode(tok.encode(x, k=3)), back.decode(back.encode(x, k=3)))
+    with pytest.raises(ValueError, match="no autoencoder"):  # a latent-space preset needs its autoencoder
+        mmgen.create_tokenizer("flextok-tiny", in_channels=4, grid_size=8, patch_size=1, **SMALL).encode(x)
+
+
+def test_reference_presets_build_on_meta():
+    with torch.device("meta"):
+        tok = mmgen.create_tokenizer("flextok-d18-d18")
+    assert tok.layout == SequenceLayout(256) and tok.vocab_size == 64000 and tok.codebook_dim == 6
+    assert tok.num_patches == 256 and tok.config.encoder.dim == 1152
+    assert 650e6 < tok.num_params() < 800e6
+
+
+def test_photos_world_is_real_deterministic_and_holds_out_test_photos():
+    from mmgen.data import build_dataset
+    from mmgen.data.photos import TEST_PHOTOS, PHOTOS
+
+    train, test = build_dataset("photos", size=24, seed=3), build_dataset("photos", size=24, seed=3, split="test")
+    a, b = train[7], build_dataset("photos", size=24, seed=3)[7]
+    assert a["pixels"].shape == (3, 24, 24) and torch.equal(a["pixels"], b["pixels"])
+    assert a["pixels"].min() >= -1 and a["pixels"].max() <= 1 and a["pixels"].std() > 0.01
+    assert {PHOTOS[test[i]["label"]] for i in range(40)} <= set(TEST_PHOTOS)
+    assert not {PHOTOS[train[i]["label"]] for i in range(40)} & set(TEST_PHOTOS)
+    with pytest.raises(ValueError, match="split"):
+        build_dataset("photos", split="val")
+
+
+def test_fsq_dropout_and_x_prediction_paths():
+    tok = small(fsq_dropout=1.0, prediction="x")
+    x = blobs(2)
+    with torch.no_grad():
+        torch.nn.init.normal_(tok.to_code.weight)
+        grid_codes = tok.eval()._encode(x)[0]
+        raw = tok.train()._encode(x)[0]
+    assert torch.equal(grid_codes, tok.fsq.ids_to_codes(tok.fsq.codes_to_ids(grid_codes))), "eval codes are on the grid"
+    assert not torch.equal(raw, grid_codes), "training codes skip rounding with fsq_dropout=1"
+    loss, _ = tok.loss(x)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert tok.eval().decode(tok.encode(x, k=2)).shape == (2, 3, 32, 32)
+    with pytest.raises(ValueError, match="fsq_dropout"):
+        small(fsq_dropout=1.5)

@@ -1,0 +1,385 @@
+"""FlexTok-style 1D tokenizer: images -> an ordered sequence of 1..K discrete tokens and back.
+
+Follows FlexTok (Bachmann et al. 2025, apple/ml-flextok):
+
+- **Encoder.** A ViT (the shared :class:`~mmgen.nn.transformer.Transformer`) over ``p x p`` patches of
+  the pixels, or of the latent grid of a trained KL/VQ autoencoder (``autoencoder=FOLDER``), followed
+  by K learned register tokens. Mask ``Causal(prefix=patches)``: patches see each other, register
+  ``i`` sees every patch and registers ``<= i`` (the reference's ``causal_last``), so a register
+  never depends on later ones. Only the registers are kept and projected to the FSQ channels.
+- **FSQ** (``levels``, the paper's ``[8, 8, 8, 5, 5, 5]``): an implicit codebook that cannot collapse.
+- **Nested dropout.** While training each sample keeps its first ``k`` registers, ``k`` uniform in
+  ``1..K`` (or a power of two); the rest become one learned mask token. The sequence is therefore
+  ordered coarse to fine and every prefix is a valid code. With probability ``null_prob`` a sample
+  keeps none (``k = 0``): that all-masked input is the decoder's unconditional branch for CFG.
+- **Decoder.** A rectified-flow transformer over ``[registers ; noisy patches]`` with full attention,
+  AdaLN-modulated by the noise level, that regresses the velocity ``eps - x`` of
+  ``x_t = (1 - t) x + t eps`` (logit-normal ``t``; :mod:`mmgen.models.flow_head`'s convention).
+  Decoding integrates the ODE with ``flow_steps`` Euler steps from a seeded noise (deterministic),
+  with classifier-free guidance ``cfg_scale`` on the velocity.
+
+Knobs beyond the reference (defaults off, on in the CPU preset): ``prediction="x"`` regresses the
+clean patches instead of the velocity (JiT; the loss stays the velocity loss); ``time_shift`` (SD3)
+moves training noise levels up; ``fsq_dropout`` is the reference's ``drop_quant_p``.
+
+Usage: ``tok.encode(img, k=8)`` gives 8 tokens, ``tok.decode(tokens.prefix(k))`` works for every
+``k`` in ``1..K``; a raster generator trained on the sequences can stop at any token budget.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from mmgen.config import from_dict, to_dict
+from mmgen.modeling import ConfigModule
+from mmgen.models.flow_head import TimestepEmbedder, interpolate, solve_flow
+from mmgen.nn.masks import Causal, Full
+from mmgen.nn.transformer import Transformer, TransformerConfig
+from mmgen.registry import register_preset
+from mmgen.tokens import SequenceLayout, Tokens
+
+from .base import VisualTokenizer
+from .fsq import FSQ, check_levels
+from .losses import psnr
+
+__all__ = ["FlexTokConfig", "FlexTokTokenizer"]
+
+
+@dataclass
+class FlexTokConfig:
+    """Defaults are FlexTok d18-d18 at 256 px on a 32x32x16 VAE latent grid (patch 2, 256 registers)."""
+
+    image_size: int = 256
+    autoencoder: str = ""  # folder of a trained KL/VQ tokenizer whose latent grid the ViT sees; "" = pixels
+    autoencoder_config: dict = field(default_factory=dict)  # filled from that folder, so a checkpoint is self-contained
+    in_channels: int = 16  # channels of the grid the ViT sees (3 for pixels; set from the autoencoder)
+    grid_size: int = 32  # side of that grid (image_size for pixels; set from the autoencoder)
+    patch_size: int = 2
+    num_registers: int = 256  # K: the longest sequence
+    levels: tuple[int, ...] = (8, 8, 8, 5, 5, 5)
+    encoder: TransformerConfig = field(default_factory=lambda: TransformerConfig(dim=1152, depth=18, heads=18))
+    decoder: TransformerConfig = field(default_factory=lambda: TransformerConfig(dim=1152, depth=18, heads=18))
+    keep_k: Literal["uniform", "pow2"] = "uniform"  # nested dropout: k uniform in 1..K, or a power of two
+    null_prob: float = 0.1  # training samples decoded from no token at all (the unconditional branch of CFG)
+    time_dist: Literal["logit-normal", "uniform"] = "logit-normal"
+    prediction: Literal["v", "x"] = "v"  # the network outputs the velocity (reference) or the clean grid ("x": easier in pixel space)
+    fsq_dropout: float = 0.0  # share of training samples whose codes skip FSQ's rounding (the reference's drop_quant_p):
+    # small unrounded codes still carry information, so the decoder starts reading the registers sooner
+    time_shift: float = 1.0  # SD3's shift t -> s t / (1 + (s - 1) t): s > 1 trains more at high noise, where only the tokens tell the image
+    flow_steps: int = 25  # Euler steps of decode()
+    cfg_scale: float = 1.0  # decoder guidance of decode() (1 = off)
+    decode_seed: int = 0  # decode() starts from this seeded noise, so it is deterministic
+
+
+_T_MIN = 0.05  # x-prediction: v = (x_t - x) / t is clipped below this noise level (JiT)
+
+
+def _grid_positions(g: int) -> torch.Tensor:
+    """M-RoPE coordinates ``(0, row, col)`` of a ``g x g`` patch grid."""
+    r, c = torch.meshgrid(torch.arange(g, device="cpu"), torch.arange(g, device="cpu"), indexing="ij")
+    return torch.stack([torch.zeros_like(r), r, c], -1).reshape(-1, 3).float()
+
+
+class FlexTokTokenizer(ConfigModule):
+    """Image -> ``Tokens(ids=(B, k), layout=SequenceLayout(k))`` for any ``1 <= k <= K``, and back."""
+
+    kind: ClassVar[str] = "tokenizer"
+    config_class: ClassVar[type] = FlexTokConfig
+    check_pixels = VisualTokenizer.check_pixels  # same input contract as every tokenizer
+
+    def __init__(self, config: FlexTokConfig | dict) -> None:
+        super().__init__(config)
+        cfg = self.config
+        cfg.levels = check_levels(cfg.levels)
+        self.autoencoder = self._build_autoencoder()
+        if cfg.num_registers < 1:
+            raise ValueError(f"num_registers must be >= 1, got {cfg.num_registers}")
+        if cfg.patch_size < 1 or cfg.grid_size % cfg.patch_size:
+            raise ValueError(f"patch_size={cfg.patch_size} must divide grid_size={cfg.grid_size}")
+        if not 0.0 <= cfg.null_prob < 1.0:
+            raise ValueError(f"null_prob must be in [0, 1), got {cfg.null_prob}")
+        if cfg.time_shift <= 0 or not 0.0 <= cfg.fsq_dropout <= 1.0:
+            raise ValueError(f"need time_shift > 0 and fsq_dropout in [0, 1], got {cfg.time_shift}, {cfg.fsq_dropout}")
+        if cfg.flow_steps < 1 or cfg.cfg_scale < 0:
+            raise ValueError(f"need flow_steps >= 1 and cfg_scale >= 0, got {cfg.flow_steps}, {cfg.cfg_scale}")
+        K, g, pd = cfg.num_registers, cfg.grid_size // cfg.patch_size, cfg.in_channels * cfg.patch_size**2
+        cfg.decoder.adaln_dim = cfg.decoder.dim  # the noise level modulates every decoder block
+        self.fsq = FSQ(cfg.levels)
+        # encoder: patches + K registers -> FSQ channels
+        self.patch_in = nn.Linear(pd, cfg.encoder.dim)
+        self.registers = nn.Parameter(torch.randn(K, cfg.encoder.dim) * 0.02)
+        self.enc = Transformer(cfg.encoder)
+        self.to_code = nn.Linear(cfg.encoder.dim, self.fsq.dim)
+        nn.init.zeros_(self.to_code.weight)  # the reference's zero-initialised readout: codes start unsaturated
+        nn.init.zeros_(self.to_code.bias)
+        # decoder: [registers (codes or the mask token) ; noisy patches] -> velocity of the patches
+        self.code_in = nn.Linear(self.fsq.dim, cfg.decoder.dim)
+        self.mask_token = nn.Parameter(torch.randn(cfg.decoder.dim) * 0.02)
+        self.reg_pos = nn.Parameter(torch.randn(K, cfg.decoder.dim) * 0.02)
+        self.noisy_in = nn.Linear(pd, cfg.decoder.dim)
+        self.time_embed = TimestepEmbedder(cfg.decoder.dim)
+        self.dec = Transformer(cfg.decoder)
+        self.out = nn.Linear(cfg.decoder.dim, pd)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        patches, regs = _grid_positions(g), torch.zeros(K, 3, device="cpu")
+        self.register_buffer("enc_pos", torch.cat([patches, regs]), persistent=False)
+        self.register_buffer("dec_pos", torch.cat([regs, patches]), persistent=False)
+        self.num_patches = g * g
+
+    def _build_autoencoder(self) -> nn.Module | None:
+        """The frozen KL/VQ autoencoder whose latent grid is FlexTok's input/output space (or None)."""
+        from mmgen.modeling import load_module, module_class
+
+        cfg = self.config
+        if cfg.autoencoder_config:
+            cls = module_class(cfg.autoencoder_config["class"])
+            ae = cls(from_dict(cls.config_class, cfg.autoencoder_config["config"]))  # weights come with ours
+        elif cfg.autoencoder:
+            ae = load_module(cfg.autoencoder)
+            cfg.autoencoder_config = {"class": type(ae).__name__, "config": to_dict(ae.config)}
+        else:
+            return None  # pixels, or a latent grid whose autoencoder is not attached (see _check_space)
+        if getattr(ae, "kind", None) != "tokenizer" or not hasattr(ae, "latent_size"):
+            raise ValueError(f"autoencoder must be a KL or VQ tokenizer folder, got {type(ae).__name__}")
+        if ae.image_size != cfg.image_size:
+            raise ValueError(f"autoencoder works at {ae.image_size} px but image_size={cfg.image_size}")
+        cfg.in_channels, cfg.grid_size = ae.codebook_dim, ae.latent_size
+        return ae.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> "FlexTokTokenizer":
+        super().train(mode)
+        if self.autoencoder is not None:
+            self.autoencoder.eval()  # frozen: never in training mode
+        return self
+
+    # ----- what a generator reads
+    @property
+    def vocab_size(self) -> int:
+        return self.fsq.codebook_size
+
+    @property
+    def codebook_dim(self) -> int:
+        return self.fsq.dim
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    @property
+    def num_registers(self) -> int:
+        return self.config.num_registers
+
+    @property
+    def layout(self) -> SequenceLayout:
+        return SequenceLayout(self.config.num_registers)
+
+    def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """FSQ codes ``(B, n) -> (B, n, len(levels))``."""
+        return self.fsq.ids_to_codes(ids)
+
+    # ----- the grid the transformers see (pixels or autoencoder latents), as patch sequences
+    def _check_space(self) -> None:
+        cfg = self.config
+        if self.autoencoder is None and (cfg.in_channels != 3 or cfg.grid_size != cfg.image_size):
+            raise ValueError(f"this FlexTok works on a {cfg.in_channels}-channel {cfg.grid_size}x{cfg.grid_size} latent grid but has no autoencoder: "
+                             f"build it with autoencoder=FOLDER of a trained KL/VQ tokenizer (or in_channels=3, grid_size=image_size for pixels)")
+
+    def _to_grid(self, pixels: torch.Tensor) -> torch.Tensor:
+        self._check_space()
+        ae = self.autoencoder
+        if ae is None:
+            return pixels
+        with torch.no_grad():
+            t = ae.encode(pixels)
+            z = t.latents if t.latents is not None else ae.embed_ids(t.ids)
+        s = self.config.grid_size
+        return rearrange(z, "b (h w) c -> b c h w", h=s, w=s)
+
+    def _from_grid(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_space()
+        ae = self.autoencoder
+        if ae is None:
+            return x
+        if ae.vocab_size == 0:  # KL: continuous latents
+            return ae.decode(Tokens(ae.layout, latents=rearrange(x, "b c h w -> b (h w) c")))
+        return ae._decode_latent(x)  # VQ: continuous code vectors straight into its decoder
+
+    def _patchify(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.config.patch_size
+        return rearrange(x, "b c (h p) (w q) -> b (h w) (p q c)", p=p, q=p)
+
+    def _unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        p, g = self.config.patch_size, self.config.grid_size // self.config.patch_size
+        return rearrange(x, "b (h w) (p q c) -> b c (h p) (w q)", h=g, w=g, p=p, q=p)
+
+    # ----- encoder
+    def _encode(self, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Grid -> ``(codes (B, K, d) straight-through, ids (B, K))``."""
+        x = self.patch_in(self._patchify(grid))
+        x = torch.cat([x, self.registers.expand(x.shape[0], -1, -1).to(x.dtype)], 1)
+        h = self.enc(x, self.enc_pos, Causal(prefix=self.num_patches))
+        z = self.to_code(h[:, self.num_patches :])
+        codes, ids = self.fsq(z)
+        if self.training and self.config.fsq_dropout > 0:  # bounded but unrounded codes for some samples
+            skip = torch.rand(z.shape[0], 1, 1, device=z.device) < self.config.fsq_dropout
+            codes = torch.where(skip, self.fsq.bound(z.float()) / self.fsq._half_width, codes)
+        return codes, ids
+
+    @torch.no_grad()
+    def encode(self, pixels: torch.Tensor, k: int | None = None) -> Tokens:
+        """Pixels -> the first ``k`` tokens (all ``K`` by default); ``k`` must be in ``1..K``."""
+        k = self._check_k(self.num_registers if k is None else k)
+        _, ids = self._encode(self._to_grid(self.check_pixels(pixels)))
+        return Tokens(SequenceLayout(k), ids=ids[:, :k])
+
+    def _check_k(self, k: int) -> int:
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.num_registers:
+            raise ValueError(f"k={k!r} is out of range: this FlexTok keeps 1..{self.num_registers} tokens")
+        return k
+
+    # ----- decoder
+    def _registers_in(self, codes: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Decoder register slots: the code of a kept token, else the mask token (+ slot embedding)."""
+        x = self.code_in(codes.to(self.code_in.weight.dtype))
+        return torch.where(keep[..., None], x, self.mask_token.to(x.dtype)) + self.reg_pos
+
+    def predict(self, registers: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The network's output for noisy patches ``x_t`` at noise level ``t (B,)``: velocity or clean patches."""
+        x = torch.cat([registers, self.noisy_in(x_t.to(registers.dtype))], 1)
+        h = self.dec(x, self.dec_pos, Full(), cond=self.time_embed(t))
+        return self.out(h[:, self.num_registers :]).float()
+
+    def velocity(self, registers: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Velocity ``(B, n, patch_dim)`` (``eps - x``) of noisy patches ``x_t`` at noise level ``t (B,)``."""
+        out = self.predict(registers, x_t, t)
+        if self.config.prediction == "v":
+            return out
+        return (x_t.float() - out) / t.clamp_min(_T_MIN)[:, None, None]  # v = (x_t - x) / t
+
+    def check_ids(self, tokens: Tokens | torch.Tensor) -> torch.Tensor:
+        """The ``(B, k)`` ids of a prefix (``1 <= k <= K``), after checking layout, dtype and range."""
+        if isinstance(tokens, Tokens):
+            if tokens.ids is None:
+                raise ValueError(f"{type(self).__name__} decodes discrete ids, got Tokens with latents only")
+            if not isinstance(tokens.layout, SequenceLayout):
+                raise ValueError(f"tokens have layout {tokens.layout}, this tokenizer produces a SequenceLayout (1..{self.num_registers} tokens)")
+            tokens = tokens.ids
+        K = self.num_registers
+        if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2 or not 1 <= tokens.shape[1] <= K:
+            raise ValueError(f"ids must be a (B, k) tensor with 1 <= k <= {K} (k out of range), got shape {tuple(getattr(tokens, 'shape', ())) or type(tokens).__name__}")
+        if tokens.is_floating_point():
+            raise ValueError(f"ids must be integers, got dtype {tokens.dtype}")
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size):
+            raise ValueError(f"ids must lie in [0, {self.vocab_size}), got range [{int(tokens.min())}, {int(tokens.max())}]")
+        return tokens.long()
+
+    @torch.no_grad()
+    def decode(self, tokens: Tokens | torch.Tensor, steps: int | None = None, cfg_scale: float | None = None,
+               seed: int | None = None) -> torch.Tensor:
+        """Any prefix of 1..K tokens -> pixels ``(B, 3, H, W)`` in ``[-1, 1]``.
+
+        Args:
+            steps: Euler steps (default ``config.flow_steps``).
+            cfg_scale: decoder guidance against the all-masked input (default ``config.cfg_scale``).
+            seed: seed of the start noise (default ``config.decode_seed``): decoding is deterministic.
+        """
+        ids = self.check_ids(tokens)
+        steps = self.config.flow_steps if steps is None else steps
+        scale = self.config.cfg_scale if cfg_scale is None else cfg_scale
+        if steps < 1 or scale < 0:
+            raise ValueError(f"need steps >= 1 and cfg_scale >= 0, got {steps}, {scale}")
+        (B, k), K, dev = ids.shape, self.num_registers, ids.device
+        codes = F.pad(self.fsq.ids_to_codes(ids), (0, 0, 0, K - k))
+        keep = (torch.arange(K, device=dev) < k).expand(B, K)
+        regs = self._registers_in(codes, keep)
+        if scale != 1.0:
+            regs = torch.cat([regs, self._registers_in(codes, torch.zeros_like(keep))])
+
+        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            if scale == 1.0:
+                return self.velocity(regs, x, t)
+            v_cond, v_uncond = self.velocity(regs, x.repeat(2, 1, 1), t.repeat(2)).float().chunk(2)
+            return v_uncond + scale * (v_cond - v_uncond)
+
+        rng = torch.Generator(device=dev).manual_seed(self.config.decode_seed if seed is None else seed)
+        pd = self.config.in_channels * self.config.patch_size**2
+        noise = torch.randn((B, self.num_patches, pd), generator=rng, device=dev)
+        x = solve_flow(velocity, noise, steps, "euler")
+        return self._from_grid(self._unpatchify(x)).float().clamp(-1, 1)
+
+    @torch.no_grad()
+    def reconstruct(self, pixels: torch.Tensor, k: int | None = None, **decode_kw: Any) -> torch.Tensor:
+        """``decode(encode(pixels, k))``."""
+        return self.decode(self.encode(pixels, k), **decode_kw)
+
+    # ----- training
+    def sample_keep(self, batch: int, device: torch.device | str) -> torch.Tensor:
+        """Nested dropout: tokens kept per sample, ``(B,)`` in ``1..K`` (0 with probability ``null_prob``)."""
+        K = self.num_registers
+        if self.config.keep_k == "pow2":
+            sizes = sorted({2**i for i in range(K.bit_length()) if 2**i <= K} | {K})
+            k = torch.tensor(sizes, device=device)[torch.randint(len(sizes), (batch,), device=device)]
+        else:
+            k = torch.randint(1, K + 1, (batch,), device=device)
+        return torch.where(torch.rand(batch, device=device) < self.config.null_prob, 0, k)
+
+    def sample_t(self, batch: int, device: torch.device | str) -> torch.Tensor:
+        """Training noise levels: logit-normal (the reference) or uniform, then shifted by ``time_shift``."""
+        t = torch.sigmoid(torch.randn(batch, device=device)) if self.config.time_dist == "logit-normal" else torch.rand(batch, device=device)
+        s = self.config.time_shift
+        return s * t / (1 + (s - 1) * t)
+
+    def loss(self, pixels: torch.Tensor, step: int = 0) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Rectified-flow loss of the decoder given nested-dropped FSQ registers, and logs."""
+        x = self.check_pixels(pixels)
+        grid = self._to_grid(x)
+        target = self._patchify(grid).float()
+        codes, ids = self._encode(grid)
+        B, K, dev = x.shape[0], self.num_registers, x.device
+        k = self.sample_keep(B, dev)
+        regs = self._registers_in(codes, torch.arange(K, device=dev) < k[:, None])
+        t = self.sample_t(B, dev)
+        x_t, v = interpolate(target, torch.randn_like(target), t[:, None, None])
+        out = self.predict(regs, x_t, t)
+        if self.config.prediction == "v":
+            flow, x0 = F.mse_loss(out, v), (x_t - t[:, None, None] * out).detach()
+        else:  # x-prediction, still the velocity loss (JiT): ||v_hat - v||^2 = ||x_hat - x||^2 / t^2
+            flow = (((out - target) / t.clamp_min(_T_MIN)[:, None, None]) ** 2).mean()
+            x0 = out.detach()
+        with torch.no_grad():  # one-step estimate of the clean grid: a cheap reconstruction monitor
+            x0 = self._unpatchify(x0)
+            counts = torch.bincount(ids.reshape(-1), minlength=self.vocab_size).float()
+            p = counts / counts.sum()
+            logs = {
+                "loss": flow.detach(), "flow_loss": flow.detach(), "quant_loss": torch.zeros((), device=dev),
+                "recon_loss": F.mse_loss(x0, grid.float()), "psnr": psnr(x0.clamp(-1, 1), grid) if self.autoencoder is None else psnr(x0, grid),
+                "codebook_usage": (counts > 0).float().mean(), "perplexity": torch.exp(-(p * torch.log(p.clamp_min(1e-10))).sum()),
+                "keep_k": k.float().mean(),
+            }
+        return flow, logs
+
+    def forward(self, pixels: torch.Tensor, step: int = 0) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Same as :meth:`loss` (under DDP the wrapper's forward is what runs)."""
+        return self.loss(pixels, step)
+
+
+def _register() -> None:
+    # FlexTok's released sizes: 256 px, f8 VAE latents (16 channels, 32x32), 2x2 patches, 256 registers,
+    # FSQ [8,8,8,5,5,5]; width 64 x depth (the d18 config has dim 1152). The VAE is not counted.
+    for name, de, dd in (("flextok-d12-d12", 12, 12), ("flextok-d18-d18", 18, 18), ("flextok-d18-d28", 18, 28)):
+        register_preset(name, FlexTokTokenizer, tags=("reference",), encoder=dict(dim=64 * de, depth=de, heads=de),
+                        decoder=dict(dim=64 * dd, depth=dd, heads=dd))
+    # CPU recipe: 32x32 pixels, 4x4 patches (64), 32 registers, FSQ [8,5,5,5] (1000 codes). Short CPU runs: half
+    # the samples skip rounding, and training leans to high noise (time_shift 2), where only the tokens tell the image.
+    register_preset("flextok-tiny", FlexTokTokenizer, tags=("tiny",), image_size=32, in_channels=3, grid_size=32, patch_size=4,
+                    num_registers=32, levels=[8, 5, 5, 5], encoder=dict(dim=128, depth=4, heads=4),
+                    decoder=dict(dim=128, depth=4, heads=4), flow_steps=10, fsq_dropout=0.5, time_shift=2.0)
+
+
+_register()
