@@ -138,7 +138,7 @@ class RasterGenerator(Generator):
     def forward_passes(self) -> int:
         return self.layout.num_tokens
 
-    def _adaln(self, pooled: torch.Tensor) -> torch.Tensor | None:
+    def _adaln(self, pooled: torch.Tensor | None) -> torch.Tensor | None:
         """The pooled condition when the backbone is AdaLN-modulated (RAR's reference models), else None."""
         return pooled if self.config.transformer.adaln_dim else None
 
@@ -146,7 +146,7 @@ class RasterGenerator(Generator):
     def next_logits(self, x: torch.Tensor, start: int, cache, pooled: torch.Tensor | None = None) -> torch.Tensor:
         """Run slots ``start..start+n-1`` (through the cache if given) and return the last slot's logits."""
         pos = self._token_positions(start, start + x.shape[1])
-        h = self.transformer(self._add_targets(x, start), pos, self._mask(), cache=cache, cond=self._adaln(pooled) if pooled is not None else None)
+        h = self.transformer(self._add_targets(x, start), pos, self._mask(), cache=cache, cond=self._adaln(pooled))
         return self.head(h[:, -1]).float()
 
     @torch.no_grad()
