@@ -12,6 +12,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +31,8 @@ from torch import nn
 from torch.utils.data import Dataset, IterableDataset
 
 from mmgen.modeling import ConfigModule, load_module
+from mmgen.nn.masks import Causal
+from mmgen.nn.transformer import Transformer, TransformerConfig
 from mmgen.registry import register_preset
 from mmgen.train import EMA, TrainConfig, Trainer, TrainingDiverged, lr_at, resolve_recipe, train
 from mmgen.train import state as state_mod
@@ -45,6 +48,7 @@ SIDE = 4  # pixels are (3, SIDE, SIDE)
 class TinyTokConfig:
     dim: int = 8
     side: int = SIDE
+    depth: int = 0  # > 0: a real mmgen transformer over the pixels first (what FSDP shards per block)
 
 
 class TinyTok(ConfigModule):
@@ -59,8 +63,15 @@ class TinyTok(ConfigModule):
         self.enc = nn.Linear(n, self.config.dim)
         self.norm = nn.LayerNorm(self.config.dim)
         self.dec = nn.Linear(self.config.dim, n)
+        if self.config.depth:
+            self.body = Transformer(TransformerConfig(dim=12, depth=self.config.depth, heads=2))
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.config.depth:  # (B, 3, S, S) -> S*S tokens of 3 channels, zero-padded to the width
+            x = nn.functional.pad(pixels.flatten(2).transpose(1, 2), (0, 9))
+            side = torch.arange(self.config.side, dtype=torch.float32)
+            x = self.body(x, torch.cartesian_prod(torch.zeros(1), side, side), Causal())
+            pixels = x[..., :3].transpose(1, 2).reshape_as(pixels) + pixels
         return self.norm(self.enc(pixels.flatten(1)))
 
     def loss(self, pixels: torch.Tensor, step: int = 0):
@@ -185,9 +196,9 @@ def cfg(out: Path, **kw) -> TrainConfig:
     return TrainConfig(**(base | kw))
 
 
-def fresh_model(seed: int = 0) -> TinyTok:
+def fresh_model(seed: int = 0, depth: int = 0) -> TinyTok:
     torch.manual_seed(seed)
-    return TinyTok(TinyTokConfig())
+    return TinyTok(TinyTokConfig(depth=depth))
 
 
 def losses(out: Path) -> list[tuple[int, float]]:
@@ -199,13 +210,13 @@ def final_weights(out: Path) -> tuple[dict, dict]:
     return load_file(str(ck / "model.safetensors")), load_file(str(ck / "ema.safetensors"))
 
 
-def assert_same(a: dict, b: dict, exact: bool = True) -> None:
+def assert_same(a: dict, b: dict, exact: bool = True, atol: float = 1e-6) -> None:
     assert a.keys() == b.keys()
     for k in a:
         if exact:
             assert torch.equal(a[k], b[k]), k
         else:
-            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=atol, msg=k)
 
 
 def free_port() -> int:
@@ -292,6 +303,44 @@ def test_ddp_two_processes_equal_one_process_on_concatenated_batch(tmp_path):
 
 
 DDP_CFG = dict(steps=4, batch_size=8, grad_accum=2, ckpt_every=4)
+FSDP_CFG = dict(steps=6, batch_size=8, grad_accum=2, ckpt_every=3, parallel="fsdp")
+
+
+def test_fsdp_two_processes_equal_one_process_and_resume_anywhere(tmp_path):
+    """FSDP2 shards every block; its checkpoints are single-process ones, so either side resumes the other."""
+    Trainer(cfg(tmp_path / "single", **FSDP_CFG), fresh_model(depth=2), make_loss(False), World()).fit()
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",
+                          "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(HERE), "fsdp", str(tmp_path)],
+                         capture_output=True, text=True, timeout=180, env=env)
+    assert res.returncode == 0, res.stderr[-4000:]
+    single, fsdp = tmp_path / "single", tmp_path / "fsdp"
+    assert any(k.startswith("body.blocks.1.") for k in final_weights(fsdp)[0])  # full tensors, plain names
+    for a, b in zip(final_weights(fsdp), final_weights(single)):  # reduce-scatter sums in another order
+        assert_same(a, b, exact=False, atol=2e-5)
+    for (s1, l1), (s2, l2) in zip(losses(fsdp), losses(single), strict=True):
+        assert s1 == s2 and math.isclose(l1, l2, rel_tol=1e-5)
+    exported = load_module(fsdp / "model")  # the EMA weights, gathered into an unsharded twin
+    assert_same(exported.state_dict(), final_weights(fsdp)[1], exact=True)
+    # the 2-rank run's step-3 checkpoint, resumed on 1 rank, reaches the same step-6 weights
+    resumed = tmp_path / "fsdp-half"
+    shutil.copytree(fsdp, resumed)
+    shutil.rmtree(resumed / "checkpoints" / "step_0000006")
+    Trainer(cfg(resumed, **FSDP_CFG), fresh_model(depth=2), make_loss(False), World()).fit(resume=True)
+    assert [s for s, _ in losses(resumed)] == list(range(1, 7))
+    for a, b in zip(final_weights(resumed), final_weights(single)):
+        assert_same(a, b, exact=False, atol=2e-5)
+
+
+def test_compile_switch_compiles_every_block_and_keeps_the_loss(tmp_path):
+    ref = Trainer(cfg(tmp_path / "eager", steps=3), fresh_model(depth=2), make_loss(False), World()).fit()
+    model = fresh_model(depth=2)
+    tr = Trainer(cfg(tmp_path / "compiled", steps=3, compile="aot_eager"), model, make_loss(False), World())
+    assert all(b._compiled_call_impl is not None for b in model.body.blocks)
+    assert math.isclose(tr.fit()["final_loss"], ref["final_loss"], rel_tol=1e-4)
+    assert_same(final_weights(tmp_path / "compiled")[0], final_weights(tmp_path / "eager")[0], exact=False)
+    with pytest.raises(ValueError, match="parallel"):
+        cfg(tmp_path, parallel="zero3")
 
 
 # ----------------------------------------------------------------------------- (c) divergence
@@ -507,8 +556,20 @@ def _worker_ddp(out: str) -> None:
     os._exit(0)
 
 
+def _worker_fsdp(out: str) -> None:
+    torch.distributed.init_process_group("gloo")
+    try:
+        Trainer(cfg(Path(out) / "fsdp", **FSDP_CFG), fresh_model(depth=2), make_loss(False), World()).fit()
+    finally:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 if __name__ == "__main__":
-    {"train": _worker_train, "ddp": _worker_ddp}[sys.argv[1]](*sys.argv[2:])
+    {"train": _worker_train, "ddp": _worker_ddp, "fsdp": _worker_fsdp}[sys.argv[1]](*sys.argv[2:])
 
 
 def test_init_starts_from_a_trained_model_and_rejects_a_different_one(tmp_path):

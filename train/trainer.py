@@ -7,6 +7,7 @@ randomness is checkpointed, so a resumed run reproduces the uninterrupted loss c
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import json
 import math
@@ -24,7 +25,9 @@ from torch.utils.data import Dataset, IterableDataset
 
 from mmgen.config import from_dict, to_dict
 from mmgen.modeling import ConfigModule
+from mmgen.nn.transformer import compile_blocks
 from mmgen.train import distributed as D
+from mmgen.train import fsdp as FS
 from mmgen.train.ema import EMA
 from mmgen.train.schedule import lr_at
 from mmgen.train.state import TrainingState, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -70,6 +73,8 @@ class TrainConfig:
     max_time_min: float | None = None  # stop (with a checkpoint) after this much wall time
     image_every: int = 0  # call sample_fn every N steps (0 = never)
     find_unused_parameters: bool = False  # DDP: models whose loss skips some parameters at some steps
+    parallel: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate (DDP) or shard (FSDP2 fully_shard)
+    compile: bool | str = False  # torch.compile each transformer block (True = inductor, or a backend name)
     progress: bool = True  # tqdm bar on rank 0
     tensorboard: bool = True
 
@@ -81,6 +86,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.batch_size % self.grad_accum:
             raise ValueError(f"TrainConfig.batch_size={self.batch_size} is not divisible by grad_accum={self.grad_accum}")
+        if self.parallel not in ("ddp", "fsdp"):
+            raise ValueError(f"TrainConfig.parallel must be 'ddp' or 'fsdp', got {self.parallel!r}")
 
 
 def seed_everything(seed: int) -> None:
@@ -145,9 +152,24 @@ class Trainer:
         self.out_dir = Path(cfg.out_dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.model = model.to(self.device)
-        self.wrapped = D.wrap(self.model, self.dist, self.device, cfg.find_unused_parameters)
+        self.sharded = cfg.parallel == "fsdp" and self.dist.enabled
+        if self.sharded:
+            if cfg.image_every:
+                raise ValueError("image_every is not supported with parallel='fsdp' (the model is sharded); "
+                                 "sample from the exported model instead")
+            # Unsharded twins that the gathered weights are loaded into for export (rank 0, CPU),
+            # and an EMA on every rank, sharded like the model so its update stays local.
+            self._twins = [copy.deepcopy(model).cpu() for _ in range(1 + (cfg.ema_decay > 0))] if self.is_main else []
+            self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay > 0 else None
+            self.wrapped = FS.shard(self.model, self.dist, self.device)
+            if self.ema is not None:
+                FS.shard(self.ema.model, self.dist, self.device)
+        else:
+            self.wrapped = D.wrap(self.model, self.dist, self.device, cfg.find_unused_parameters)
+            self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay > 0 and self.is_main else None
+        if cfg.compile:
+            compile_blocks(self.model, cfg.compile)
         self.optimizer = self._make_optimizer()
-        self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay > 0 and self.dist.is_main else None
         use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
         self.autocast_dtype = torch.bfloat16 if use_bf16 else None
         try:
@@ -179,6 +201,23 @@ class Trainer:
     def ema_model(self) -> nn.Module | None:
         return self.ema.model if self.ema is not None else None
 
+    def _full_states(self) -> tuple[dict, dict, dict | None]:
+        """Model, optimizer and EMA state as full tensors (gathered from the shards under FSDP)."""
+        if not self.sharded:
+            return self.model.state_dict(), self.optimizer.state_dict(), self.ema.state_dict() if self.ema else None
+        return (FS.full_state_dict(self.model), FS.full_optimizer_state(self.optimizer),
+                FS.full_state_dict(self.ema.model) if self.ema else None)
+
+    def _export(self, model_sd: dict, ema_sd: dict | None) -> None:
+        if self.export_fn is None:
+            return
+        if not self.sharded:
+            self.export_fn(self.model, self.ema_model, self.out_dir / "model", self.step)
+            return
+        for twin, sd in zip(self._twins, (model_sd, ema_sd)):
+            twin.load_state_dict(sd, strict=True)
+        self.export_fn(self._twins[0], self._twins[1] if self.ema else None, self.out_dir / "model", self.step)
+
     @property
     def is_main(self) -> bool:
         return self.dist.is_main
@@ -186,15 +225,14 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def _save(self) -> None:
         ranks = D.all_gather_dict(rng_state(self.device), self.dist, self.device)  # collective: every rank
+        model_sd, optim_sd, ema_sd = self._full_states()  # collective under FSDP
         if self.is_main:
             st = TrainingState(step=self.step, samples_seen=self.step * self.cfg.batch_size,
-                               model=self.model.state_dict(), optimizer=self.optimizer.state_dict(), rng=ranks,
-                               ema=self.ema.state_dict() if self.ema else None,
+                               model=model_sd, optimizer=optim_sd, rng=ranks, ema=ema_sd,
                                ema_updates=self.ema.num_updates if self.ema else 0,
                                meta={"config": to_dict(self.cfg), "world_size": self.dist.world_size})
             save_checkpoint(self.ckpt_dir, st, self.cfg.keep_last)
-            if self.export_fn is not None:
-                self.export_fn(self.model, self.ema_model, self.out_dir / "model", self.step)
+            self._export(model_sd, ema_sd)
         D.barrier(self.dist)
 
     def _restore(self) -> dict[str, torch.Tensor] | None:
@@ -208,12 +246,19 @@ class Trainer:
                 if getattr(saved, k) != getattr(self.cfg, k)}
         if diff:
             raise ValueError(f"cannot resume {path}: config differs (saved, now): {diff}")
-        self.model.load_state_dict(st.model, strict=True)
-        self.optimizer.load_state_dict(st.optimizer)
-        if self.ema is not None:
-            if st.ema is None:
-                raise ValueError(f"{path} has no EMA weights but ema_decay={self.cfg.ema_decay}")
-            self.ema.load_state_dict(st.ema, st.ema_updates)
+        if self.ema is not None and st.ema is None:
+            raise ValueError(f"{path} has no EMA weights but ema_decay={self.cfg.ema_decay}")
+        if self.sharded:
+            FS.load_full_state_dict(self.model, st.model)
+            FS.load_full_optimizer_state(self.optimizer, st.optimizer)
+            if self.ema is not None:
+                FS.load_full_state_dict(self.ema.model, st.ema)
+                self.ema.num_updates = int(st.ema_updates)
+        else:
+            self.model.load_state_dict(st.model, strict=True)
+            self.optimizer.load_state_dict(st.optimizer)
+            if self.ema is not None:
+                self.ema.load_state_dict(st.ema, st.ema_updates)
         self.step = st.step
         if len(st.rng) != self.dist.world_size and self.is_main:
             print(f"[mmgen] warning: {path} was written by {len(st.rng)} ranks, resuming on "
@@ -274,7 +319,11 @@ class Trainer:
         for m in range(cfg.grad_accum):
             batch = _to_device(next(batches), self.device)
             last = m == cfg.grad_accum - 1
-            sync = self.wrapped.no_sync() if self.dist.enabled and not last else contextlib.nullcontext()
+            if self.sharded:
+                self.model.set_requires_gradient_sync(last)
+                sync = contextlib.nullcontext()
+            else:
+                sync = self.wrapped.no_sync() if self.dist.enabled and not last else contextlib.nullcontext()
             amp = (torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype
                    else contextlib.nullcontext())
             with sync:
@@ -291,7 +340,7 @@ class Trainer:
         loss_mean = D.all_reduce_mean(loss_sum / cfg.grad_accum, self.dist)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        grad_norm = FS.full_tensor(torch.nn.utils.clip_grad_norm_(params, max_norm))
         loss_v, norm_v = torch.stack([loss_mean, grad_norm.to(loss_mean)]).tolist()
         if not (math.isfinite(loss_v) and math.isfinite(norm_v)):
             raise TrainingDiverged(self.step + 1, {"loss": loss_v, "grad_norm": norm_v, **{k: v.item() for k, v in logs.items()}})
