@@ -46,6 +46,12 @@ def test_cli_compare_shapes_all_paradigms(tmp_path, capsys):
     assert len(table) == 1 + len(names) and "FID" in table[0] and "passes/sample" in table[0]
     assert all(len(line.split("|")) == len(table[0].split("|")) for line in table)
     assert table[1] in printed and table[-1] in printed
+    from PIL import Image  # the charts: real PNGs, big enough to read
+
+    for png in ("compare_loss.png", "compare_quality_speed.png"):
+        w, h = Image.open(out / png).size
+        assert w >= 600 and h >= 400
+    assert "compare_loss.png" in md
     # a rerun with another budget refuses to mix it with the runs already there
     assert main(["bench", "compare", "--world", "shapes", "--out", str(out), *TINY, "--budget", "4"]) == 2
     assert "--overwrite" in capsys.readouterr().err

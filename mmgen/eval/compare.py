@@ -351,11 +351,29 @@ def markdown_report(meta: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str
         f"Sampling: cfg {s['cfg_scale']}, temperature {s['temperature']}, top-k {s['top_k']}, KV cache; "
         f"accuracy on {meta['n_eval']} fresh prompts (or labels) per column; speed is the best of several batches "
         f"of {meta['speed_batch']}, tokenizer decoding included. Train time is the training loop only.",
-        "", fid_note, "", markdown_table(rows, meta["world"]), ""])
+        "", fid_note, "", markdown_table(rows, meta["world"]), "",
+        "Plots beside this table: `compare_loss.png` (training loss of every paradigm) and "
+        "`compare_quality_speed.png` (accuracy against sampling speed, FID in the labels).", ""])
+
+
+def write_plots(out_dir: str | Path, meta: dict[str, Any], rows: Sequence[dict[str, Any]]) -> list[Path]:
+    """``compare_loss.png`` (every paradigm's loss curve) and ``compare_quality_speed.png``."""
+    from mmgen.eval.plots import curves_png, read_losses, scatter_png
+
+    out = Path(out_dir)
+    curves = {r["paradigm"]: read_losses(out / "runs" / r["paradigm"] / "metrics.jsonl") for r in rows}
+    acc, label = (("judge_1obj", "judge accuracy, one-object prompts") if WORLDS[meta["world"]].metric == "judge"
+                  else ("digits_acc", "digits accuracy"))
+    points = {f"{r['paradigm']} (FID {_fmt(r.get('fid'), 1)})": (r.get("images_per_s"), r.get(acc)) for r in rows}
+    return [curves_png(curves, out / "compare_loss.png", f"{meta['world']}: training loss, {meta['budget']} steps",
+                       ylabel="training loss (each paradigm's own objective)"),
+            scatter_png(points, out / "compare_quality_speed.png", f"sampling images/s (batch {meta['speed_batch']})",
+                        label, f"{meta['world']}: quality vs speed")]
 
 
 def write_report(out_dir: str | Path, meta: dict[str, Any], rows: Sequence[dict[str, Any]]) -> None:
-    """``compare.json`` (everything) and ``compare.md`` (the table with how it was made)."""
+    """``compare.json`` (everything), ``compare.md`` (the table with how it was made) and the plots."""
     out = Path(out_dir)
     write_json_atomic(out / "compare.json", {"meta": meta, "rows": list(rows)})
     (out / "compare.md").write_text(markdown_report(meta, rows))
+    write_plots(out, meta, rows)
