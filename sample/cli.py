@@ -49,6 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cfg-schedule", choices=CFG_SCHEDULES, default=None)
     p.add_argument("--flow-steps", type=int, default=None, help="ODE/SDE steps per AR step of flow-head models (xAR)")
     p.add_argument("--flow-solver", choices=FLOW_SOLVERS, default=None, help="euler (ODE) or euler-maruyama (SDE)")
+    p.add_argument("--token-budget", type=int, default=None,
+                   help="flexible-length (FlexTok) models: sample only the first k tokens and decode that prefix (0 = all)")
     p.add_argument("--no-cache", action="store_true", help="recompute the full sequence every step (slow reference)")
     p.add_argument("--device", default="cpu")
 
@@ -57,7 +59,7 @@ def sampler_from_args(args: argparse.Namespace, defaults: dict | None = None) ->
     """Command-line values over the checkpoint's recommended sampler settings over the defaults."""
     d = dict(defaults or {})
     given = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "cfg_scale": args.cfg, "cfg_schedule": args.cfg_schedule,
-             "flow_steps": args.flow_steps, "flow_solver": args.flow_solver}
+             "flow_steps": args.flow_steps, "flow_solver": args.flow_solver, "token_budget": args.token_budget}
     d.update({k: v for k, v in given.items() if v is not None})
     d.update(seed=args.seed, use_cache=not args.no_cache)
     return SamplerConfig(**d)

@@ -95,3 +95,18 @@ def test_quickstart_writes_captioned_grid_and_scores(text_ckpt, tmp_path, capsys
     res = json.loads(out.with_suffix(".json").read_text())
     assert 0.0 <= res["one_object_accuracy"] <= 1.0 and 0.0 <= res["two_object_accuracy"] <= 1.0
     assert "whole-prompt accuracy" in capsys.readouterr().out
+
+
+def test_sample_cli_token_budget(text_ckpt, tmp_path, capsys):
+    """A FlexTok model samples only the first k tokens; a grid model refuses a budget, naming why."""
+    path = tmp_path / "flex"
+    tok = mmgen.create_tokenizer("flextok-tiny")
+    save_pipeline(path, mmgen.create_generator("raster-tiny-flextok", **tokenizer_overrides(tok), **SMALL), tok)
+    out = tmp_path / "f.png"
+    assert main(["sample", "--ckpt", str(path), "--prompt", "a small red circle at the top", "--n", "2",
+                 "--token-budget", "3", "--out", str(out)]) == 0
+    meta = json.loads((tmp_path / "f.json").read_text())
+    assert meta["sampler"]["token_budget"] == 3 and Image.open(tmp_path / "f" / "0001.png").size == (32, 32)
+    assert main(["sample", "--ckpt", str(text_ckpt), "--prompt", "a small red circle at the top", "--n", "1",
+                 "--token-budget", "3", "--out", str(tmp_path / "g.png")]) == 2
+    assert "needs a truncatable 1D sequence" in capsys.readouterr().err
