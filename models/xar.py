@@ -49,6 +49,9 @@ class XARConfig(GeneratorConfig):
     token_dim: int = 4  # latent channels of the tokenizer
     entities: str = "cell:2"  # token | cell:K | subsample:K | scale:S1,S2,... | image
     noisy_context: bool = True  # False: teacher forcing (clean context), to measure the effect
+    # True: loss on one random entity per sample, as teacher forcing must have it (its clean context
+    # and noisy target share one pass); with noisy_context this is the matched-supervision control.
+    single_target: bool = False
     time_dist: Literal["logit-normal", "uniform"] = "logit-normal"  # training noise levels
     head_depth: int = 2  # AdaLN MLP blocks of the flow head (0 = the reference's linear layer)
     head_width: int = 0  # 0 = the transformer width
@@ -122,16 +125,18 @@ class XARGenerator(Generator):
         """Teacher-forced inputs: ``(x_t, t, v, weight)`` per slot, ``(B, M, C)``/``(B, M)``.
 
         Every entity gets its own noise level; without ``noisy_context`` one random target entity
-        per sample is noisy, the earlier ones clean, and only the target carries loss ``weight``.
+        per sample is noisy, the earlier ones clean, and only the target carries loss ``weight``
+        (with ``single_target`` only that last part: the context stays noisy).
         """
         x = self.schedule.split(self._latents(tokens)).float()
         B, K = x.shape[0], self.num_entities
         t = self.sample_t((B, K), rng)
         weight = torch.ones(B, K, device=x.device)
-        if not self.config.noisy_context:
+        if self.config.single_target or not self.config.noisy_context:
             target = (self._noise((B,), rng, uniform=True) * K).long().clamp_max(K - 1)
             ent = torch.arange(K, device=x.device)
-            t = torch.where(ent < target[:, None], torch.zeros_like(t), t)
+            if not self.config.noisy_context:
+                t = torch.where(ent < target[:, None], torch.zeros_like(t), t)
             weight = (ent == target[:, None]).float()
         t, weight = t[:, self.slot_entity], weight[:, self.slot_entity]
         noise = self._noise(tuple(x.shape), rng)

@@ -127,6 +127,16 @@ def test_teacher_forcing_switch_gives_clean_context_and_one_target():
         assert (t[i, ent == target] > 0).all()
 
 
+def test_single_target_control_keeps_the_context_noisy():
+    gen = build(single_target=True)
+    x_t, t, v, w = gen.noisy_sequence(latents(8), torch.Generator().manual_seed(1))
+    ent = gen.slot_entity
+    for i in range(8):
+        target = int(ent[w[i] > 0][0])
+        assert torch.equal(w[i] > 0, ent == target)  # the teacher-forcing ablation's supervision ...
+        assert (t[i] > 0).all()  # ... with every entity noisy
+
+
 # ----- flow head and solvers
 def test_flow_loss_falls_on_a_fixed_batch():
     torch.manual_seed(0)
