@@ -9,12 +9,7 @@ from mmgen.tokens import SequenceLayout, Tokens
 SMALL = dict(num_registers=8, encoder=dict(dim=32, depth=1, heads=2), decoder=dict(dim=32, depth=2, heads=2), flow_steps=2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def blobs(n: int, seed: int = 0) -> torch.Tensor:

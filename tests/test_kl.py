@@ -10,12 +10,7 @@ from mmgen.tokens import GridLayout, Tokens
 from test_tokenizers import blobs
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def test_reference_preset_is_ldm_kl16():

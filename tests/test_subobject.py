@@ -22,12 +22,7 @@ from mmgen.tokens import SegmentsLayout, Tokens
 SMALL = dict(encoder=dict(dim=32, depth=1, heads=2), decoder=dict(dim=32, depth=1, heads=2))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

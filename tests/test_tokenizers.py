@@ -16,12 +16,7 @@ REFERENCE = mmgen.list_models(kind="tokenizer", tag="reference")
 GAN = dict(disc_weight=0.5, disc_start=3, disc_adaptive_weight=True, disc_channels=8, disc_layers=2, restart_dead_codes=False)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def blobs(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:

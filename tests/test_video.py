@@ -18,12 +18,7 @@ from mmgen.tokens import FramesLayout, GridLayout, Tokens, layout_from_dict
 SMALL = dict(transformer=dict(dim=32, depth=1, heads=2))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def clips(n, seed=0, split="test"):

@@ -14,12 +14,7 @@ SMALL = dict(transformer=dict(dim=48, depth=2, heads=4), head_depth=1)
 GRID = GridLayout(8, 8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def build(name="xar-tiny-class", **kw):
