@@ -30,6 +30,7 @@ class SamplerConfig:
     flow_solver: Literal["euler", "euler-maruyama"] = "euler"  # probability-flow ODE or reverse SDE
     token_budget: int = 0  # 0 = all tokens (flexible-length tokenizers)
     use_cache: bool = True
+    static_cache: bool = False  # fixed-shape KV buffers (torch.compile / CUDA graphs); attends over the full length
     seed: int = 0
 
     def __post_init__(self) -> None:

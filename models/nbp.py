@@ -211,7 +211,7 @@ class NBPGenerator(Generator):
         prefix, _ = self.cond_embed(full)
         ids_b = torch.zeros(B, lay.num_tokens, dtype=torch.long, device=self.device)
         q = self.queries.expand(full.batch_size, -1, -1)
-        cache = self.transformer.new_cache(max_len=P + lay.num_tokens) if sampler.use_cache else None
+        cache = self.transformer.new_cache(P + lay.num_tokens, sampler.static_cache) if sampler.use_cache else None
         total = self.forward_passes(out_layout.t)
         x, start, done, step = (prefix if first else torch.cat([prefix, q], 1)), 0, 0, 0
         seq = x

@@ -157,7 +157,7 @@ class RasterGenerator(Generator):
         full = self.cfg_batch(cond.to(self.device), sampler, negative)
         prefix, pooled = self.cond_embed(full)
         ids = torch.zeros(B, N, dtype=torch.long, device=self.device)
-        cache = self.transformer.new_cache(max_len=P + N) if sampler.use_cache else None
+        cache = self.transformer.new_cache(P + N, sampler.static_cache) if sampler.use_cache else None
         x, start = prefix, 0
         for n in range(N):
             if cache is None:  # recompute the whole sequence every step (reference / benchmark path)

@@ -214,7 +214,7 @@ class UnifiedGenerator(Generator):
         ids, pos = self.build(task, codes, full.text)
         slots = (self.template(task, k)[0] == CODE).nonzero().flatten().tolist()
         rng = sampler.generator(self.device)
-        cache = self.transformer.new_cache(max_len=ids.shape[1]) if sampler.use_cache else None
+        cache = self.transformer.new_cache(ids.shape[1], sampler.static_cache) if sampler.use_cache else None
         lo, start = self.code_offset, 0
         for n, slot in enumerate(slots):
             a = start if cache is not None else 0

@@ -126,7 +126,7 @@ class VARGenerator(Generator):
         prefix, pooled = self.cond_embed(full)
         sos = self.start.expand(full.batch_size, -1, -1) + pooled[:, None] + self.level_embed.weight[0]
         x = torch.cat([prefix, sos], dim=1)
-        cache = self.transformer.new_cache(max_len=P + self.layout.num_tokens) if sampler.use_cache else None
+        cache = self.transformer.new_cache(P + self.layout.num_tokens, sampler.static_cache) if sampler.use_cache else None
         seq = x  # the whole sequence so far (for the no-cache reference path)
         f_hat = tok.empty_fhat(B, self.device)
         all_ids, start = [], 0

@@ -190,7 +190,7 @@ class XARGenerator(Generator):
         mask = sched.mask(P)
         dup = lambda e: repeat(e, "b n d -> (r b) n d", r=reps)  # noqa: E731  (the CFG batch)
         seq = torch.zeros(B, sched.num_slots, C, device=self.device)  # clean entities generated so far
-        cache = self.transformer.new_cache(max_len=P + sched.num_slots) if sampler.use_cache else None
+        cache = self.transformer.new_cache(P + sched.num_slots, sampler.static_cache) if sampler.use_cache else None
         if cache is not None:
             self.transformer(prefix, self.positions[:P], mask, cache=cache, cond=pooled)
         for k in range(K):

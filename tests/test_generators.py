@@ -121,9 +121,10 @@ def test_generate_is_deterministic_and_cache_matches_no_cache(name):
     a = values(gen.generate(cond, s))
     b = values(gen.generate(cond, s))
     c = values(gen.generate(cond, SamplerConfig(cfg_scale=2.0, top_k=50, top_p=0.9, seed=7, use_cache=False)))
+    e = values(gen.generate(cond, SamplerConfig(cfg_scale=2.0, top_k=50, top_p=0.9, seed=7, static_cache=True)))
     d = values(gen.generate(cond, SamplerConfig(cfg_scale=2.0, top_k=50, top_p=0.9, seed=8)))
     assert torch.equal(a, b)
-    assert same(a, c)
+    assert same(a, c) and same(a, e)
     assert not torch.equal(a, d)
     assert a.shape[:2] == (2, gen.layout.num_tokens) and (a.is_floating_point() or a.max() < gen.config.vocab_size)
 

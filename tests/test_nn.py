@@ -112,13 +112,29 @@ def test_kv_cache_equals_full_forward(adaln, mask, groups):
     pos = torch.arange(n).float()[:, None].repeat(1, 3)
     c = torch.randn(2, 16) if adaln else None
     full = m(x, pos, mask, cond=c)
-    for max_len in (None, n):
-        cache, outs, i = m.new_cache(max_len), [], 0
+    for max_len, static in ((None, False), (n, False), (n, True)):
+        cache, outs, i = m.new_cache(max_len, static), [], 0
         for g in groups:
             outs.append(m(x[:, i : i + g], pos[i : i + g], mask, cache=cache, cond=c))
             i += g
         assert torch.allclose(torch.cat(outs, 1), full, atol=1e-5)
         assert cache.length == n
+        assert cache[0].k.shape[2] == (max_len if static else n)  # static: the full buffer on every step
+
+
+def test_static_kv_cache_decodes_under_torch_compile_and_refuses_an_unmasked_sequence():
+    m = _random_transformer(False)
+    n = 6
+    x, pos = torch.randn(2, n, 48), torch.arange(n).float()[:, None].repeat(1, 3)
+    full = m(x, pos, Causal())
+    step = torch.compile(m, backend="eager", dynamic=True)  # a traced graph, not a Python re-run of each step
+    cache = m.new_cache(n + 2, static=True)
+    out = torch.cat([step(x[:, i : i + 1], pos[i : i + 1], Causal(), cache=cache) for i in range(n)], 1)
+    assert torch.allclose(out, full, atol=1e-5)
+    with pytest.raises(ValueError, match="static KV cache needs"):
+        m(x[:, :1], pos[:1], None, cache=m.new_cache(4, static=True))
+    with pytest.raises(ValueError, match="needs max_len"):
+        m.new_cache(static=True)
 
 
 def test_kv_cache_cfg_doubled_batch():

@@ -1,7 +1,10 @@
 """KV cache that grows by groups of any size (one token, one VAR scale, one NBP block).
 
 One ``LayerCache`` per transformer layer. With ``max_len`` the buffers are preallocated once
-(no re-allocation per step); without, they grow by concatenation. The batch dimension is
+(no re-allocation per step); without, they grow by concatenation. ``static=True`` (needs
+``max_len``) returns the whole zero-initialised buffers on every step, so every decoding step has
+the same shapes (what ``torch.compile`` and CUDA graphs need); the causal / block-causal mask,
+evaluated at absolute positions, already hides the slots not written yet. The batch dimension is
 whatever the caller runs: for classifier-free guidance the generator runs the doubled batch
 ``[cond; uncond]`` through one cache.
 """
@@ -13,8 +16,10 @@ __all__ = ["LayerCache", "KVCache"]
 
 
 class LayerCache:
-    def __init__(self, max_len: int | None = None) -> None:
-        self.max_len = max_len
+    def __init__(self, max_len: int | None = None, static: bool = False) -> None:
+        if static and max_len is None:
+            raise ValueError("a static KV cache needs max_len")
+        self.max_len, self.static = max_len, static
         self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
         self.length = 0
@@ -33,11 +38,13 @@ class LayerCache:
             raise ValueError(f"KV cache overflow: {self.length} + {n} > max_len {self.max_len}")
         if self.k is None:
             shape = (k.shape[0], k.shape[1], self.max_len, k.shape[3])
-            self.k = k.new_empty(shape)
-            self.v = v.new_empty(shape)
+            alloc = k.new_zeros if self.static else k.new_empty  # masked slots must be finite (0 * nan = nan)
+            self.k, self.v = alloc(shape), alloc(shape)
         self.k[:, :, self.length : self.length + n] = k
         self.v[:, :, self.length : self.length + n] = v
         self.length += n
+        if self.static:
+            return self.k, self.v
         return self.k[:, :, : self.length], self.v[:, :, : self.length]
 
     def truncate(self, length: int) -> None:
@@ -52,8 +59,9 @@ class LayerCache:
 class KVCache:
     """Per-layer caches plus the shared current length (the absolute position of the next token)."""
 
-    def __init__(self, num_layers: int, max_len: int | None = None) -> None:
-        self.layers = [LayerCache(max_len) for _ in range(num_layers)]
+    def __init__(self, num_layers: int, max_len: int | None = None, static: bool = False) -> None:
+        self.layers = [LayerCache(max_len, static) for _ in range(num_layers)]
+        self.static = static
 
     @property
     def length(self) -> int:

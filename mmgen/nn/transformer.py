@@ -18,7 +18,7 @@ from torch.utils.checkpoint import checkpoint
 from mmgen.nn.attention import attention
 from mmgen.nn.kv_cache import KVCache, LayerCache
 from mmgen.nn.layers import AdaLNModulation, RotaryEmbedding, SwiGLU, apply_rotary, modulate, swiglu_hidden
-from mmgen.nn.masks import Mask
+from mmgen.nn.masks import Full, Mask
 
 __all__ = ["TransformerConfig", "Transformer", "Block", "compile_blocks"]
 
@@ -61,6 +61,8 @@ class SelfAttention(nn.Module):
         q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         q_offset = 0
         if cache is not None:
+            if cache.static and (mask is None or isinstance(mask, Full)):
+                raise ValueError("a static KV cache needs a causal or block-causal mask to hide its unwritten slots")
             q_offset = cache.length
             k, v = cache.append(k, v)
         out = attention(q, k, v, mask, q_offset=q_offset)
@@ -102,8 +104,8 @@ class Transformer(nn.Module):
             for lin in (block.attn.proj, block.mlp.w_down):
                 nn.init.normal_(lin.weight, std=0.02 / math.sqrt(2 * cfg.depth))
 
-    def new_cache(self, max_len: int | None = None) -> KVCache:
-        return KVCache(self.cfg.depth, max_len)
+    def new_cache(self, max_len: int | None = None, static: bool = False) -> KVCache:
+        return KVCache(self.cfg.depth, max_len, static)
 
     def forward(self, x, positions, mask: Mask | None, cache: KVCache | None = None, cond=None) -> torch.Tensor:
         if positions.shape[-2] != x.shape[1]:
