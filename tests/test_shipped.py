@@ -15,7 +15,7 @@ SHIPPED = sorted(p for p in (ROOT / "checkpoints").glob("*") if (p / "config.jso
 def test_shipped_checkpoint_generates(path):
     pipe = mmgen.load(path)
     assert (path / "REPRODUCE.md").is_file(), "every shipped checkpoint says how to reproduce it"
-    assert (path / "model.safetensors").stat().st_size < 16 * 2**20
+    assert (path / "model.safetensors").stat().st_size < 20 * 2**20  # fp16; subobject's 15k-code vocabulary is the largest
     kw = {"label": [0, 1]} if pipe.config.cond == "class" else {"prompt": ["a large red circle at the top left"] * 2}
     images = pipe(**kw, seed=0)
     assert images.shape == (2, 3, pipe.config.image_size, pipe.config.image_size) and images.dtype == torch.uint8

@@ -74,9 +74,9 @@ WORLDS: dict[str, World] = {
 }
 
 PARADIGMS: dict[str, Paradigm] = {}
-# Named in the issue, without an entry here yet (NBP is video-only; the others are being built): asking for one says so.
-PLANNED = {"nbp": "NBP", "unified": "Emu3-style unified", "flextok": "FlexTok tokens",
-           "subobject": "subobject tokens"}
+# Named in the issue, without an entry here yet (NBP and unified are trained on video worlds; FlexTok waits
+# for its trained tokenizer): asking for one says so.
+PLANNED = {"nbp": "NBP", "unified": "Emu3-style unified", "flextok": "FlexTok tokens"}
 
 
 def register_paradigm(p: Paradigm) -> Paradigm:
@@ -98,6 +98,9 @@ register_paradigm(Paradigm("rar", "RAR random order annealed to raster", {
 }))
 register_paradigm(Paradigm("xar", "xAR next-cell, flow matching", {
     "shapes": WorldSetup("xar-tiny", "checkpoints/shapes-xar/tokenizer"),
+}))
+register_paradigm(Paradigm("subobject", "raster over subobject segments", {
+    "shapes": WorldSetup("raster-tiny-subobject", "checkpoints/shapes-subobject/tokenizer"),
 }))
 register_paradigm(Paradigm("var", "VAR next-scale", {
     "shapes": WorldSetup("var-tiny", "checkpoints/shapes-var/tokenizer"),
