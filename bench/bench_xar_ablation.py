@@ -3,8 +3,9 @@
     mmgen train generator --recipe train/recipes/shapes_xar.yaml                       # cell:2, noisy context
     mmgen train generator --recipe train/recipes/shapes_xar.yaml --out runs/shapes-xar-token model_args.entities=token
     mmgen train generator --recipe train/recipes/shapes_xar.yaml --out runs/shapes-xar-tf model_args.noisy_context=false
+    mmgen train generator --recipe train/recipes/shapes_xar.yaml --out runs/shapes-xar-one model_args.single_target=true
     python bench/bench_xar_ablation.py cell=runs/shapes-xar/model token=runs/shapes-xar-token/model \\
-        teacher-forced=runs/shapes-xar-tf/model --json bench/results/xar_ablation.json
+        teacher-forced=runs/shapes-xar-tf/model single-target=runs/shapes-xar-one/model --json bench/results/xar_ablation.json
 
 Every model gets the same sampler (the shipped xAR's: cfg 1.5 constant on the velocity, 25 Euler
 steps per entity) and the same fresh prompts. Sampling time: best of ``--repeats`` batches of
