@@ -15,4 +15,5 @@ if [ "$dev" != cpu ]; then
 fi
 python bench/bench_sampling.py --batch 1 16 --json "$out/sampling_$dev.json"
 python bench/bench_memory.py --steps 20 --json "$out/memory_$dev.json"
+python bench/bench_loader.py --json "$out/loader_$dev.json"
 echo "results written to $out/*_$dev*.json"
