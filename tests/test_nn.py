@@ -122,6 +122,7 @@ def test_kv_cache_equals_full_forward(adaln, mask, groups):
         assert cache[0].k.shape[2] == (max_len if static else n)  # static: the full buffer on every step
 
 
+@pytest.mark.filterwarnings("ignore:Dynamo detected a call to a `functools.lru_cache`")  # masks are pure functions
 def test_static_kv_cache_decodes_under_torch_compile_and_refuses_an_unmasked_sequence():
     m = _random_transformer(False)
     n = 6
