@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from mmgen.data import build_dataset, collate
 from mmgen.eval.compare import time_pipeline
 from mmgen.modeling import write_json_atomic
 from mmgen.models.base import tokenizer_overrides
+from mmgen.nn.attention import BACKENDS, current_backend
 from mmgen.nn.transformer import Transformer, compile_blocks
 from mmgen.pipeline import Pipeline
 from mmgen.sampling import SamplerConfig
@@ -141,9 +143,12 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="default: bf16 on CUDA, fp32 on CPU")
     ap.add_argument("--compile", action="store_true", help="torch.compile every transformer block")
+    ap.add_argument("--attn", default=None, choices=BACKENDS, help="attention backend (default: MMGEN_ATTN_BACKEND or auto)")
     ap.add_argument("--no-sampling", action="store_true")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    if args.attn:
+        os.environ["MMGEN_ATTN_BACKEND"] = args.attn  # this process and the per-row children
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     size = args.size or ("reference" if device.type == "cuda" else "tiny")
     precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
@@ -169,7 +174,7 @@ def main() -> None:
         if args.compile:
             compile_blocks(gen)
         row = {"paradigm": paradigm, "generator": gen_name, "tokenizer": tok_name, "params_M": round(gen.num_params() / 1e6, 1),
-               "batch": batch, "precision": precision, "compile": args.compile,
+               "batch": batch, "precision": precision, "compile": args.compile, "attention": current_backend(),
                **bench_training(gen, prepared, device, precision, args.steps, args.warmup)}
         row["mfu"] = round(row["tflops"] / peak, 4) if peak else None
         if not args.no_sampling:

@@ -11,6 +11,7 @@ out=bench/results
 python bench/bench_train.py --json "$out/train_$dev.json"
 if [ "$dev" != cpu ]; then
   python bench/bench_train.py --compile --no-sampling --json "$out/train_${dev}_compiled.json"
+  python bench/bench_train.py --compile --attn flex --no-sampling --json "$out/train_${dev}_compiled_flex.json"
   python bench/bench_train.py --size tiny --json "$out/train_${dev}_tiny.json"
 fi
 python bench/bench_sampling.py --batch 1 16 --json "$out/sampling_$dev.json"

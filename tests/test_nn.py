@@ -59,11 +59,30 @@ def test_backends_agree(mask):
     q, k, v = torch.randn(3, 2, 4, 14, 16).unbind(0)
     with attention_backend("eager"):
         ref = attention(q, k, v, mask)
-    with attention_backend("sdpa"):
-        out = attention(q, k, v, mask)
-    assert torch.allclose(out, ref, atol=1e-5)
-    # a fully masked-out query would give NaN; check there is none
-    assert not torch.isnan(out).any()
+    for backend in ("sdpa", "flex"):
+        with attention_backend(backend):
+            out = attention(q, k, v, mask)
+        assert torch.allclose(out, ref, atol=1e-5), backend
+        # a fully masked-out query would give NaN; check there is none
+        assert not torch.isnan(out).any()
+
+
+@pytest.mark.parametrize("mask,groups", [(Causal(prefix=3), [3, 1, 1, 1, 2, 1, 1]), (BlockCausal((2, 1, 4, 3)), [2, 1, 4, 3])], ids=str)
+def test_flex_backend_decodes_with_a_cache_like_the_reference(mask, groups):
+    """Structured BlockMasks at every query offset (the cached decoding path), trained weights or not."""
+    m = _random_transformer(False)
+    n = sum(groups)
+    x, pos = torch.randn(2, n, 48), torch.arange(n).float()[:, None].repeat(1, 3)
+    with pytest.raises(RuntimeError, match="no backward pass on CPU"), attention_backend("flex"):
+        m(x, pos, mask)
+    with torch.no_grad(), attention_backend("eager"):
+        full = m(x, pos, mask)
+    with torch.no_grad(), attention_backend("flex"):
+        cache, outs, i = m.new_cache(n), [], 0
+        for g in groups:
+            outs.append(m(x[:, i : i + g], pos[i : i + g], mask, cache=cache))
+            i += g
+    assert torch.allclose(torch.cat(outs, 1), full, atol=1e-5)
 
 
 def test_backend_selection(monkeypatch):

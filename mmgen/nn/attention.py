@@ -5,6 +5,9 @@ Backends:
   memory-efficient kernels on CUDA). Plain causal uses ``is_causal``; a query group that may see
   every key gets no mask; other structures become a boolean mask.
 - ``xformers``: ``xformers.ops.memory_efficient_attention`` on CUDA when installed (soft import).
+- ``flex``: PyTorch FlexAttention with a ``BlockMask`` built from the structure (cached per
+  shape), so block-causal masks (VAR scales, xAR entities, NBP blocks) never become dense
+  tensors: compiled into one fused kernel on CUDA; on CPU the unfused reference (for tests).
 - ``eager``: the explicit softmax reference, used by tests.
 - ``auto`` (default): xformers for CUDA tensors when importable, otherwise sdpa.
 
@@ -18,17 +21,18 @@ import contextvars
 import importlib.util
 import math
 import os
+import warnings
 from functools import lru_cache
 from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 
-from mmgen.nn.masks import Mask, all_visible, dense_mask, is_plain_causal
+from mmgen.nn.masks import Mask, all_visible, block_ids, dense_mask, is_plain_causal
 
 __all__ = ["attention", "attention_backend", "available_backends", "current_backend", "BACKENDS"]
 
-BACKENDS = ("auto", "sdpa", "xformers", "eager")
+BACKENDS = ("auto", "sdpa", "xformers", "flex", "eager")
 _backend_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("mmgen_attn_backend", default=None)
 
 
@@ -45,7 +49,7 @@ def _xformers_ops():
 
 def available_backends(device: torch.device | str = "cpu") -> list[str]:
     """Backends that can run on ``device``."""
-    out = ["sdpa", "eager"]
+    out = ["sdpa", "flex", "eager"]
     if torch.device(device).type == "cuda" and _xformers_ops() is not None:
         out.insert(1, "xformers")
     return out
@@ -106,6 +110,36 @@ def _xformers(q, k, v, mask: Mask | None, q_offset: int) -> torch.Tensor:
     return out.transpose(1, 2)
 
 
+@lru_cache(maxsize=1)
+def _flex_kernel(device_type: str):
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False) if device_type == "cuda" else flex_attention
+
+
+@lru_cache(maxsize=64)
+def _flex_block_mask(mask: Mask, q_len: int, kv_len: int, q_offset: int, device: str):
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    ids = block_ids(mask, kv_len, device)
+
+    def visible(b, h, q, kv):
+        return ids[kv] <= ids[q + q_offset]
+
+    return create_block_mask(visible, None, None, q_len, kv_len, device=device)
+
+
+def _flex(q, k, v, mask: Mask | None, q_offset: int) -> torch.Tensor:
+    if q.device.type == "cpu" and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        raise RuntimeError("the 'flex' attention backend has no backward pass on CPU in PyTorch; train with 'sdpa' there")
+    block_mask = None
+    if not all_visible(mask, q.shape[2], k.shape[2], q_offset):
+        block_mask = _flex_block_mask(mask, q.shape[2], k.shape[2], q_offset, str(q.device))
+    with warnings.catch_warnings():  # CPU runs the unfused reference on purpose
+        warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
+        return _flex_kernel(q.device.type)(q, k, v, block_mask=block_mask)
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask | None = None, q_offset: int = 0) -> torch.Tensor:
     """Multi-head attention ``(B, H, Lq, D) x (B, H, Lk, D) -> (B, H, Lq, D)``.
 
@@ -119,6 +153,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask | No
     q_len, kv_len = q.shape[2], k.shape[2]
     if backend == "xformers":
         return _xformers(q, k, v, mask, q_offset)
+    if backend == "flex":
+        return _flex(q, k, v, mask, q_offset)
     if backend == "eager":
         allowed = None if mask is None else dense_mask(mask, q_len, kv_len, q_offset, q.device)
         return _eager(q, k, v, allowed)
