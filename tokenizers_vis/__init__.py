@@ -4,7 +4,7 @@ Importing this package registers the presets ``vq-tiny``, ``vq-f16-llamagen``, `
 ``msvq-var``, ``kl-tiny``, ``kl-f16-mar``, ``video-vq-tiny``, ``video-vq3d-tiny``, ``flextok-tiny``,
 ``flextok-d12-d12``, ``flextok-d18-d18``, ``flextok-d18-d28`` and ``subobject-tiny`` with :func:`mmgen.create_tokenizer`.
 """
-from .base import TokenizerConfig, VisualTokenizer, build_autoencoder
+from .base import ImageTokenizer, TokenizerConfig, VisualTokenizer, build_autoencoder
 from .flextok import FlexTokConfig, FlexTokTokenizer
 from .fsq import FSQ
 from .kl import KLConfig, KLTokenizer
@@ -18,7 +18,7 @@ from .vq import VQConfig, VQTokenizer
 from .video import CausalVideoVQTokenizer, CausalVQConfig, FrameVQConfig, FrameVQTokenizer
 
 __all__ = [
-    "TokenizerConfig", "VisualTokenizer", "build_autoencoder",
+    "ImageTokenizer", "TokenizerConfig", "VisualTokenizer", "build_autoencoder",
     "VQConfig", "VQTokenizer", "FrameVQConfig", "FrameVQTokenizer", "CausalVQConfig", "CausalVideoVQTokenizer", "MSVQConfig", "MultiScaleVQTokenizer", "KLConfig", "KLTokenizer",
     "VectorQuantizer", "MultiScaleQuantizer", "CodebookTracker", "QuantizerOutput", "MultiScaleOutput",
     "TokenizerCriterion", "PatchDiscriminator", "LPIPS", "psnr",

@@ -18,7 +18,7 @@ from mmgen.tokens import Layout, Tokens
 
 from .losses import TokenizerCriterion
 
-__all__ = ["TokenizerConfig", "VisualTokenizer", "build_autoencoder"]
+__all__ = ["ImageTokenizer", "TokenizerConfig", "VisualTokenizer", "build_autoencoder"]
 
 
 @dataclass
@@ -92,14 +92,41 @@ def build_autoencoder(cfg: TokenizerConfig) -> tuple[Encoder, Decoder]:
     return encoder, decoder
 
 
-class VisualTokenizer(ConfigModule):
-    """Base class: pixels ``(B,3,H,W)`` in ``[-1,1]`` <-> ``Tokens``; subclasses add the quantizer.
+class ImageTokenizer(ConfigModule):
+    """What every image tokenizer shares: pixels ``(B,3,S,S)`` in ``[-1,1]`` with ``S = config.image_size``.
 
-    Subclasses implement ``encode``, ``decode``, ``layout`` and ``_reconstruct``; this class owns
-    the encoder/decoder, ``quant_conv``/``post_quant_conv``, input checks and the training loss.
+    The input contract (:meth:`check_pixels`) lives here once, for the convolutional autoencoders
+    below as for FlexTok and the subobject tokenizer, which build no such autoencoder.
     """
 
     kind: ClassVar[str] = "tokenizer"
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    def check_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        if not isinstance(pixels, torch.Tensor):
+            raise TypeError(f"pixels must be a torch.Tensor, got {type(pixels).__name__}")
+        if pixels.ndim != 4:
+            raise ValueError(f"pixels must be (B,3,H,W), got shape {tuple(pixels.shape)} (rank {pixels.ndim}); video is not supported by {type(self).__name__}")
+        if pixels.shape[1] != 3:
+            raise ValueError(f"pixels must have 3 channels (RGB), got {pixels.shape[1]} in shape {tuple(pixels.shape)}")
+        s = self.config.image_size
+        if tuple(pixels.shape[-2:]) != (s, s):
+            raise ValueError(f"{type(self).__name__} is configured for {s}x{s} images, got {pixels.shape[-2]}x{pixels.shape[-1]}; resize or build it with image_size={pixels.shape[-1]}")
+        if not pixels.is_floating_point():
+            raise ValueError(f"pixels must be floating point in [-1, 1], got dtype {pixels.dtype}")
+        return pixels
+
+
+class VisualTokenizer(ImageTokenizer):
+    """Base class: pixels ``(B,3,H,W)`` in ``[-1,1]`` <-> ``Tokens``; subclasses add the quantizer.
+
+    Subclasses implement ``encode``, ``decode``, ``layout`` and ``_reconstruct``; this class owns
+    the encoder/decoder, ``quant_conv``/``post_quant_conv`` and the training loss.
+    """
+
     config_class: ClassVar[type] = TokenizerConfig
 
     def __init__(self, config: Any) -> None:
@@ -120,10 +147,6 @@ class VisualTokenizer(ConfigModule):
     @property
     def codebook_dim(self) -> int:
         return self.config.codebook_dim
-
-    @property
-    def image_size(self) -> int:
-        return self.config.image_size
 
     @property
     def downsample(self) -> int:
@@ -171,20 +194,6 @@ class VisualTokenizer(ConfigModule):
         return self.loss(pixels, step)
 
     # ----- validation -----
-    def check_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        if not isinstance(pixels, torch.Tensor):
-            raise TypeError(f"pixels must be a torch.Tensor, got {type(pixels).__name__}")
-        if pixels.ndim != 4:
-            raise ValueError(f"pixels must be (B,3,H,W), got shape {tuple(pixels.shape)} (rank {pixels.ndim}); video is not supported by {type(self).__name__}")
-        if pixels.shape[1] != 3:
-            raise ValueError(f"pixels must have 3 channels (RGB), got {pixels.shape[1]} in shape {tuple(pixels.shape)}")
-        s = self.config.image_size
-        if tuple(pixels.shape[-2:]) != (s, s):
-            raise ValueError(f"{type(self).__name__} is configured for {s}x{s} images, got {pixels.shape[-2]}x{pixels.shape[-1]}; resize or build it with image_size={pixels.shape[-1]}")
-        if not pixels.is_floating_point():
-            raise ValueError(f"pixels must be floating point in [-1, 1], got dtype {pixels.dtype}")
-        return pixels
-
     def check_ids(self, tokens: Tokens | torch.Tensor) -> torch.Tensor:
         """Return the ``(B, N)`` ids of ``tokens`` after checking layout and range."""
         if isinstance(tokens, Tokens):

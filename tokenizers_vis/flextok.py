@@ -36,14 +36,13 @@ from einops import rearrange
 from torch import nn
 
 from mmgen.config import from_dict, to_dict
-from mmgen.modeling import ConfigModule
 from mmgen.models.flow_head import TimestepEmbedder, interpolate, solve_flow
 from mmgen.nn.masks import Causal, Full
 from mmgen.nn.transformer import Transformer, TransformerConfig
 from mmgen.registry import register_preset
 from mmgen.tokens import SequenceLayout, Tokens
 
-from .base import VisualTokenizer
+from .base import ImageTokenizer
 from .fsq import FSQ, check_levels
 from .losses import psnr
 
@@ -85,12 +84,10 @@ def _grid_positions(g: int) -> torch.Tensor:
     return torch.stack([torch.zeros_like(r), r, c], -1).reshape(-1, 3).float()
 
 
-class FlexTokTokenizer(ConfigModule):
+class FlexTokTokenizer(ImageTokenizer):
     """Image -> ``Tokens(ids=(B, k), layout=SequenceLayout(k))`` for any ``1 <= k <= K``, and back."""
 
-    kind: ClassVar[str] = "tokenizer"
     config_class: ClassVar[type] = FlexTokConfig
-    check_pixels = VisualTokenizer.check_pixels  # same input contract as every tokenizer
 
     def __init__(self, config: FlexTokConfig | dict) -> None:
         super().__init__(config)
@@ -166,10 +163,6 @@ class FlexTokTokenizer(ConfigModule):
     @property
     def codebook_dim(self) -> int:
         return self.fsq.dim
-
-    @property
-    def image_size(self) -> int:
-        return self.config.image_size
 
     @property
     def num_registers(self) -> int:

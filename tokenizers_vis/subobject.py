@@ -26,12 +26,11 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torchvision.ops import roi_align
 
-from mmgen.modeling import ConfigModule
 from mmgen.nn.transformer import TransformerConfig
 from mmgen.registry import register_preset
 from mmgen.tokens import SegmentsLayout, Tokens
 
-from .base import VisualTokenizer
+from .base import ImageTokenizer
 from .fsq import check_levels
 from .losses import psnr
 from .segmenters import get_segmenter
@@ -73,12 +72,10 @@ class Segments:
         return self.valid.sum(1)
 
 
-class SubobjectTokenizer(ConfigModule):
+class SubobjectTokenizer(ImageTokenizer):
     """Image -> ``Tokens(ids=(B, max_segments), layout=SegmentsLayout)``: one id per segment, then end ids."""
 
-    kind: ClassVar[str] = "tokenizer"
     config_class: ClassVar[type] = SubobjectConfig
-    check_pixels = VisualTokenizer.check_pixels  # same input contract as every tokenizer
 
     def __init__(self, config: SubobjectConfig | dict) -> None:
         super().__init__(config)
@@ -107,10 +104,6 @@ class SubobjectTokenizer(ConfigModule):
     @property
     def codebook_dim(self) -> int:
         return self.fsq.dim
-
-    @property
-    def image_size(self) -> int:
-        return self.config.image_size
 
     @property
     def layout(self) -> SegmentsLayout:
