@@ -29,7 +29,7 @@ import mmgen
 from mmgen.data import build_dataset, collate
 from mmgen.eval.compare import time_pipeline
 from mmgen.modeling import write_json_atomic
-from mmgen.models.base import tokenizer_overrides
+from mmgen.models.base import takes_progress, tokenizer_overrides
 from mmgen.nn.attention import BACKENDS, current_backend
 from mmgen.nn.transformer import Transformer, compile_blocks
 from mmgen.pipeline import Pipeline
@@ -85,7 +85,7 @@ def bench_training(gen, batch, device, precision: str, steps: int, warmup: int) 
     tokens, cond = batch
     opt = torch.optim.AdamW(gen.parameters(), lr=1e-4, fused=device.type == "cuda")
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    wants_progress = "progress" in type(gen).forward.__code__.co_varnames
+    wants_progress = takes_progress(gen)
 
     def step():
         with amp:

@@ -5,6 +5,7 @@ schedule (groups, mask, positions) and a head, and inherit the rest from here.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Sequence
 
@@ -17,7 +18,7 @@ from mmgen.sampling import SamplerConfig
 from mmgen.text import TextTokenizer
 from mmgen.tokens import Layout, Tokens, layout_from_dict
 
-__all__ = ["GeneratorConfig", "Condition", "CondEmbedder", "Generator", "tokenizer_overrides", "Callback"]
+__all__ = ["GeneratorConfig", "Condition", "CondEmbedder", "Generator", "tokenizer_overrides", "takes_progress", "Callback"]
 
 Callback = Callable[[int, int, Tokens], None]  # (step, total_steps, partial tokens)
 
@@ -216,3 +217,11 @@ class Generator(ConfigModule):
     def forward_passes(self) -> int:
         """Transformer forward passes per sample at generation time (with cache)."""
         raise NotImplementedError
+
+
+def takes_progress(generator: nn.Module) -> bool:
+    """Whether a generator's training loss takes ``progress`` (step / steps in [0, 1]), e.g. RAR's order annealing.
+
+    Any module with the generator contract qualifies, not only :class:`Generator` subclasses.
+    """
+    return "progress" in inspect.signature(type(generator).forward).parameters

@@ -8,7 +8,6 @@ errors listing the allowed ones. The resolved recipe is saved as ``<out>/recipe.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -115,7 +114,7 @@ def _tokenizer_parts(r: Recipe):
 def _generator_parts(r: Recipe, device):
     import mmgen
     from mmgen.modeling import load_module
-    from mmgen.models.base import tokenizer_overrides
+    from mmgen.models.base import takes_progress, tokenizer_overrides
 
     if not r.tokenizer:
         raise ValueError("a generator recipe needs 'tokenizer: <folder of a trained tokenizer>'")
@@ -129,7 +128,7 @@ def _generator_parts(r: Recipe, device):
     gen.bind_tokenizer(tok)
 
     # generators whose loss depends on training progress (RAR's order annealing) get step / steps
-    wants_progress = "progress" in inspect.signature(type(gen).forward).parameters
+    wants_progress = takes_progress(gen)
 
     def loss_fn(m, batch, step: int):
         tokens, cond = D.unwrap(m).prepare_batch(batch)

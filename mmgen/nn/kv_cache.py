@@ -61,7 +61,6 @@ class KVCache:
 
     def __init__(self, num_layers: int, max_len: int | None = None, static: bool = False) -> None:
         self.layers = [LayerCache(max_len, static) for _ in range(num_layers)]
-        self.static = static
 
     @property
     def length(self) -> int:
