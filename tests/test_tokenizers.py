@@ -7,11 +7,12 @@ from mmgen.modeling import load_module
 from mmgen.registry import preset_info
 from mmgen.tokens import FramesLayout, GridLayout, ScalesLayout, SegmentsLayout, SequenceLayout, Tokens
 from mmgen.tokenizers_vis import LPIPS, FlexTokTokenizer, KLTokenizer, MultiScaleVQTokenizer, SubobjectTokenizer, VectorQuantizer, VQTokenizer
-from mmgen.tokenizers_vis.quantizers import CodebookTracker
+from mmgen.tokenizers_vis.quantizers import CodebookTracker, FSQQuantizer
 
 TINY = mmgen.list_models(kind="tokenizer", tag="tiny")
 ONE_D = {FlexTokTokenizer: SequenceLayout, SubobjectTokenizer: SegmentsLayout}  # 1D layouts, FSQ codes (no learned codebook)
-TINY_VQ = [n for n in TINY if preset_info(n).cls is not KLTokenizer and preset_info(n).cls not in ONE_D]  # learned codebooks
+TINY_VQ = [n for n in TINY if preset_info(n).cls is not KLTokenizer and preset_info(n).cls not in ONE_D
+           and not preset_info(n).defaults.get("fsq_levels")]  # learned codebooks
 REFERENCE = mmgen.list_models(kind="tokenizer", tag="reference")
 GAN = dict(disc_weight=0.5, disc_start=3, disc_adaptive_weight=True, disc_channels=8, disc_layers=2, restart_dead_codes=False)
 
@@ -59,7 +60,8 @@ def test_loss_backward_every_param(name):
     x = blobs(4)
     loss, logs = tok.loss(x, step=0)
     assert loss.ndim == 0 and torch.isfinite(loss)
-    specific = ("kl_loss",) if isinstance(tok, KLTokenizer) else ("codebook_usage", "perplexity") if type(tok) in ONE_D else ("commit_loss", "codebook_usage", "perplexity", "dead_codes")
+    fsq = type(tok) in ONE_D or bool(getattr(tok.config, "fsq_levels", ()))  # no learned codebook: no commitment
+    specific = ("kl_loss",) if isinstance(tok, KLTokenizer) else ("codebook_usage", "perplexity") if fsq else ("commit_loss", "codebook_usage", "perplexity", "dead_codes")
     for key in ("recon_loss", "psnr", "quant_loss") + specific:
         assert key in logs and torch.isfinite(torch.as_tensor(logs[key])), key
     loss.backward()
@@ -165,6 +167,26 @@ def test_quantizer_nearest_and_straight_through(l2_norm):
         zz = z.detach().clone().requires_grad_(True)
         (ref,) = torch.autograd.grad((torch.nn.functional.normalize(zz, dim=1) * w).sum(), zz)
         torch.testing.assert_close(grad, ref)
+
+
+def test_fsq_quantizer_matches_fsq_and_checks_its_config():
+    q = FSQQuantizer((8, 5, 5, 5))
+    z = torch.randn(2, 4, 3, 3, requires_grad=True)
+    out = q(z, update_stats=True)
+    codes, ids = q.fsq(z.detach().permute(0, 2, 3, 1))
+    assert torch.equal(out.ids, ids.reshape(2, 9)) and out.loss.item() == 0.0
+    torch.testing.assert_close(out.quantized.detach(), codes.permute(0, 3, 1, 2))
+    torch.testing.assert_close(q.lookup(out.ids), codes.reshape(2, 9, 4))  # ids -> the same code vectors
+    out.quantized.sum().backward()
+    assert z.grad is not None and (z.grad != 0).any()  # straight-through reaches the encoder
+    tok = mmgen.create_tokenizer("vq-tiny", fsq_levels=(4, 4, 4), codebook_size=64, codebook_dim=3, restart_dead_codes=False)
+    x = blobs(2)
+    tokens = tok.encode(x)
+    assert tok.vocab_size == 64 and int(tokens.ids.max()) < 64 and tok.decode(tokens).shape == x.shape
+    with pytest.raises(ValueError, match="codebook_size=64 and codebook_dim=3"):
+        mmgen.create_tokenizer("vq-tiny", fsq_levels=(4, 4, 4), restart_dead_codes=False)
+    with pytest.raises(ValueError, match="no codebook to restart"):
+        mmgen.create_tokenizer("vq-tiny", fsq_levels=(4, 4, 4), codebook_size=64, codebook_dim=3, restart_dead_codes=True)
 
 
 def _dominated_quantizer() -> VectorQuantizer:

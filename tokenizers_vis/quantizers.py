@@ -3,7 +3,10 @@
 ``VectorQuantizer`` follows LlamaGen: a low-dimensional codebook (e.g. 8-d) whose entries and
 inputs are l2-normalised, so the nearest code is the one of highest cosine similarity; the
 codebook learns from ``mse(z_q, sg(z))`` and the encoder from ``beta * mse(z, sg(z_q))``, with a
-straight-through estimator in between. ``CodebookTracker`` counts, per code, the training steps
+straight-through estimator in between. ``FSQQuantizer`` puts FSQ behind the same interface: each
+code channel is rounded on its own, so an attribute with little pixel mass (an object's colour)
+gets channels of its own instead of having to win a nearest-neighbour contest against geometry.
+``CodebookTracker`` counts, per code, the training steps
 since it was last chosen: it yields usage, perplexity and dead codes, and can restart dead codes
 from encoder outputs (what rescues codebook usage on short CPU runs).
 """
@@ -17,7 +20,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-__all__ = ["CodebookTracker", "VectorQuantizer", "QuantizerOutput", "nearest_code", "entropy_loss"]
+from .fsq import FSQ
+
+__all__ = ["CodebookTracker", "VectorQuantizer", "FSQQuantizer", "QuantizerOutput", "build_quantizer", "nearest_code", "entropy_loss"]
 
 
 @dataclass
@@ -162,3 +167,48 @@ class VectorQuantizer(nn.Module):
         if restarted is not None:
             logs["restarted_codes"] = restarted
         return QuantizerOutput(rearrange(zq, "(b h w) c -> b c h w", b=b, h=h, w=w), ids, loss, logs)
+
+
+class FSQQuantizer(nn.Module):
+    """:class:`~.fsq.FSQ` with :class:`VectorQuantizer`'s interface (no loss, no codebook to restart).
+
+    Args:
+        levels: FSQ levels; ``codebook_size = prod(levels)`` and ``dim = len(levels)``.
+        dead_after: steps unused after which a code counts as dead (reported, never restarted).
+    """
+
+    def __init__(self, levels, dead_after: int = 100) -> None:
+        super().__init__()
+        self.fsq = FSQ(levels)
+        self.codebook_size, self.dim = self.fsq.codebook_size, self.fsq.dim
+        self.tracker = CodebookTracker(self.codebook_size, dead_after)
+
+    def codebook(self) -> torch.Tensor:
+        return self.fsq.codebook()
+
+    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.fsq.ids_to_codes(ids)
+
+    def forward(self, z: torch.Tensor, update_stats: bool = False) -> QuantizerOutput:
+        """Quantize ``z`` (B, C, h, w); the loss is zero (FSQ has nothing to learn)."""
+        if z.ndim != 4 or z.shape[1] != self.dim:
+            raise ValueError(f"expected (B, {self.dim}, h, w) latents, got shape {tuple(z.shape)}")
+        b, _, h, w = z.shape
+        codes, ids = self.fsq(rearrange(z, "b c h w -> b h w c"))
+        ids = ids.reshape(b, h * w)
+        logs = self.tracker.update(ids) if update_stats else self.tracker.batch_stats(ids)
+        return QuantizerOutput(rearrange(codes, "b h w c -> b c h w"), ids, z.new_zeros((), dtype=torch.float32), logs)
+
+
+def build_quantizer(cfg) -> VectorQuantizer | FSQQuantizer:
+    """The quantizer a VQ tokenizer config asks for: FSQ when ``cfg.fsq_levels`` is set, else LlamaGen's VQ."""
+    if not cfg.fsq_levels:
+        return VectorQuantizer(cfg.codebook_size, cfg.codebook_dim, beta=cfg.beta, l2_norm=cfg.l2_norm, entropy_weight=cfg.entropy_weight,
+                               dead_after=cfg.dead_code_steps, restart_dead=cfg.restart_dead_codes)
+    q = FSQQuantizer(cfg.fsq_levels, dead_after=cfg.dead_code_steps)
+    if (cfg.codebook_size, cfg.codebook_dim) != (q.codebook_size, q.dim):
+        raise ValueError(f"fsq_levels={list(q.fsq.levels)} make {q.codebook_size} codes of dimension {q.dim}: "
+                         f"set codebook_size={q.codebook_size} and codebook_dim={q.dim} (got {cfg.codebook_size}, {cfg.codebook_dim})")
+    if cfg.restart_dead_codes:
+        raise ValueError("restart_dead_codes=True has no meaning with fsq_levels: FSQ has no codebook to restart")
+    return q

@@ -11,7 +11,7 @@ from mmgen.registry import register_preset
 from mmgen.tokens import GridLayout, Tokens
 
 from .base import TokenizerConfig, VisualTokenizer
-from .quantizers import QuantizerOutput, VectorQuantizer
+from .quantizers import QuantizerOutput, build_quantizer
 
 __all__ = ["VQConfig", "VQTokenizer"]
 
@@ -22,6 +22,9 @@ class VQConfig(TokenizerConfig):
 
     l2_norm: bool = True  # cosine lookup in a normalised codebook (LlamaGen); False = euclidean
     entropy_weight: float = 0.0
+    # FSQ levels instead of the learned codebook (then codebook_size = prod, codebook_dim = len; l2_norm,
+    # beta, entropy_weight and dead-code restarts do not apply): () = LlamaGen's VQ
+    fsq_levels: tuple[int, ...] = ()
 
 
 class VQTokenizer(VisualTokenizer):
@@ -38,10 +41,7 @@ class VQTokenizer(VisualTokenizer):
     def __init__(self, config: VQConfig | dict) -> None:
         super().__init__(config)
         cfg = self.config
-        self.quantizer = VectorQuantizer(
-            cfg.codebook_size, cfg.codebook_dim, beta=cfg.beta, l2_norm=cfg.l2_norm,
-            entropy_weight=cfg.entropy_weight, dead_after=cfg.dead_code_steps, restart_dead=cfg.restart_dead_codes,
-        )
+        self.quantizer = build_quantizer(cfg)
 
     @property
     def layout(self) -> GridLayout:
