@@ -176,3 +176,23 @@ def test_fsq_dropout_and_x_prediction_paths():
     assert tok.eval().decode(tok.encode(x, k=2)).shape == (2, 3, 32, 32)
     with pytest.raises(ValueError, match="fsq_dropout"):
         small(fsq_dropout=1.5)
+
+
+def test_noise_draws_encode_once_and_equal_a_repeated_batch():
+    torch.manual_seed(0)
+    tok = small(noise_draws=3, null_prob=0.0, fsq_dropout=0.0)
+    x = blobs(2)
+    calls = []
+    tok.enc.register_forward_hook(lambda m, i, o: calls.append(o.shape[0]))
+    torch.manual_seed(2)
+    a, logs = tok.loss(x)
+    assert calls == [2], "each image is encoded once, whatever the number of draws"
+    assert torch.isfinite(a) and logs["keep_k"] > 0
+    # three draws per image = one draw for each of three copies of the batch (same encoder, same noise)
+    one = small(noise_draws=1, null_prob=0.0, fsq_dropout=0.0)
+    one.load_state_dict(tok.state_dict())
+    torch.manual_seed(2)
+    b, _ = one.loss(x.repeat(3, 1, 1, 1))
+    torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="noise_draws"):
+        small(noise_draws=0)

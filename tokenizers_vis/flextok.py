@@ -70,6 +70,8 @@ class FlexTokConfig:
     fsq_dropout: float = 0.0  # share of training samples whose codes skip FSQ's rounding (the reference's drop_quant_p):
     # small unrounded codes still carry information, so the decoder starts reading the registers sooner
     time_shift: float = 1.0  # SD3's shift t -> s t / (1 + (s - 1) t): s > 1 trains more at high noise, where only the tokens tell the image
+    noise_draws: int = 1  # flow-loss draws (t, noise) per encoded image (MAR's diffusion_batch_mul): the encoder's
+    # gradient is averaged over them, so the noise of the flow loss does not drown the signal that tells images apart
     flow_steps: int = 25  # Euler steps of decode()
     cfg_scale: float = 1.0  # decoder guidance of decode() (1 = off)
     decode_seed: int = 0  # decode() starts from this seeded noise, so it is deterministic
@@ -102,6 +104,8 @@ class FlexTokTokenizer(ImageTokenizer):
             raise ValueError(f"null_prob must be in [0, 1), got {cfg.null_prob}")
         if cfg.time_shift <= 0 or not 0.0 <= cfg.fsq_dropout <= 1.0:
             raise ValueError(f"need time_shift > 0 and fsq_dropout in [0, 1], got {cfg.time_shift}, {cfg.fsq_dropout}")
+        if cfg.noise_draws < 1:
+            raise ValueError(f"noise_draws must be >= 1, got {cfg.noise_draws}")
         if cfg.flow_steps < 1 or cfg.cfg_scale < 0:
             raise ValueError(f"need flow_steps >= 1 and cfg_scale >= 0, got {cfg.flow_steps}, {cfg.cfg_scale}")
         K, g, pd = cfg.num_registers, cfg.grid_size // cfg.patch_size, cfg.in_channels * cfg.patch_size**2
@@ -334,7 +338,10 @@ class FlexTokTokenizer(ImageTokenizer):
         grid = self._to_grid(x)
         target = self._patchify(grid).float()
         codes, ids = self._encode(grid)
-        B, K, dev = x.shape[0], self.num_registers, x.device
+        K, dev, r = self.num_registers, x.device, self.config.noise_draws
+        if r > 1:  # every image encoded once, decoded from r noise draws (and r token budgets)
+            grid, target, codes = grid.repeat(r, 1, 1, 1), target.repeat(r, 1, 1), codes.repeat(r, 1, 1)
+        B = target.shape[0]
         k = self.sample_keep(B, dev)
         regs = self._registers_in(codes, torch.arange(K, device=dev) < k[:, None])
         t = self.sample_t(B, dev)
