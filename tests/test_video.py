@@ -84,7 +84,7 @@ def test_video_judge_is_right_on_real_clips_and_catches_wrong_motion():
     assert len(set(video_prompts(50))) > 20 and all(parse_video_caption(p) for p in video_prompts(5))
 
 
-@pytest.mark.parametrize("name", ["video-vq-tiny", "video-vq3d-tiny"])
+@pytest.mark.parametrize("name", ["video-vq-tiny", "video-fsq-tiny", "video-vq3d-tiny"])
 def test_video_tokenizers_take_any_clip_length_and_images(name):
     tok = mmgen.create_tokenizer(name).eval()
     _, batch = clips(2)

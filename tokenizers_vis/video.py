@@ -321,12 +321,10 @@ _TINY_VIDEO = dict(image_size=32, layers_per_block=1, norm_num_groups=16, level_
                    codebook_size=1024, codebook_dim=8, dead_code_steps=50, restart_dead_codes=True, frames=8)
 # 32x32 frames -> 4x4 tokens (f=8): 128 tokens for 8 frames.
 register_preset("video-vq-tiny", FrameVQTokenizer, tags=("tiny",), block_out_channels=(16, 32, 64, 64), z_channels=64, **_TINY_VIDEO)
+# The same per frame with FSQ [8,5,5,5] (1000 codes): on shapes-video it keeps every colour, which the causal 3D VQ dropped
+# (judge on reconstructions 0.996), and learns them far sooner than the causal 3D tokenizer below.
+register_preset("video-fsq-tiny", FrameVQTokenizer, tags=("tiny",), block_out_channels=(16, 32, 64, 64), z_channels=64,
+                **{**_TINY_VIDEO, "codebook_size": 1000, "codebook_dim": 4, "fsq_levels": (8, 5, 5, 5), "restart_dead_codes": False})
 # 8 frames -> 1 + 4 latent frames of 4x4 tokens: 80 tokens.
 register_preset("video-vq3d-tiny", CausalVideoVQTokenizer, tags=("tiny",), block_out_channels=(16, 32, 64, 64), z_channels=64,
                 temporal_factor=2, **_TINY_VIDEO)
-# The same with FSQ [8,8,8,6,5] (15,360 codes, the FSQ paper's 2^14 choice) and 4 channels per norm group. The
-# 1024-code VQ ran at full usage (perplexity 901 of 1024) yet dropped colour: one id per 8x8x2 cell must also
-# say where the object's edge crosses it, and colour lost. More bits per id (not more ids) keeps sequences short.
-register_preset("video-fsq3d-tiny", CausalVideoVQTokenizer, tags=("tiny",), block_out_channels=(16, 32, 64, 64), z_channels=64,
-                temporal_factor=2, **{**_TINY_VIDEO, "norm_num_groups": 4, "codebook_size": 15360, "codebook_dim": 5,
-                                      "fsq_levels": (8, 8, 8, 6, 5), "restart_dead_codes": False})
