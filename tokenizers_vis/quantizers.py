@@ -4,8 +4,7 @@
 inputs are l2-normalised, so the nearest code is the one of highest cosine similarity; the
 codebook learns from ``mse(z_q, sg(z))`` and the encoder from ``beta * mse(z, sg(z_q))``, with a
 straight-through estimator in between. ``FSQQuantizer`` puts FSQ behind the same interface: each
-code channel is rounded on its own, so an attribute with little pixel mass (an object's colour)
-gets channels of its own instead of having to win a nearest-neighbour contest against geometry.
+code channel is rounded on its own, so there is no codebook to learn, restart or collapse.
 ``CodebookTracker`` counts, per code, the training steps
 since it was last chosen: it yields usage, perplexity and dead codes, and can restart dead codes
 from encoder outputs (what rescues codebook usage on short CPU runs).
