@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+import mmgen
 from mmgen.app import handlers as H
 from mmgen.app.models import InputError, ModelInfo, ModelRegistry, scan
 from mmgen.app.streaming import GREY, stream_pipeline
@@ -41,7 +42,9 @@ def test_scan_lists_shipped_first_with_paradigm_tokenizer_size(registry):
     assert var.ok and var.shipped and var.paradigm == "VAR next-scale" and var.tokenizer == "MultiScaleVQTokenizer"
     assert var.params == registry.get("shapes-var").generator.num_params()
     assert "VAR next-scale" in var.label() and "3.0M" in var.label() and "| paradigm |" in var.markdown()
-    assert registry.default().name == "shapes-var" and registry.list(video=True) == []
+    assert registry.default().name == "shapes-var"
+    videos = {p.name for p in SHIPPED.iterdir() if (p / "config.json").is_file() and mmgen.load(p).is_video}
+    assert {m.name for m in registry.list(video=True)} == videos and all(m.frames >= 1 for m in registry.list(video=True))
 
 
 def test_missing_and_corrupt_checkpoints_are_messages_not_crashes(tmp_path):
@@ -259,8 +262,11 @@ def test_page_handler_streams_and_turns_bad_input_into_an_error(demo):
         list(tab.run(*bad))
 
 
-def test_video_tab_says_when_there_is_no_video_model(demo):
-    tab = demo.mmgen_tabs["video"]
+def test_video_tab_says_when_there_is_no_video_model(tmp_path):
+    from mmgen.app import build_app
+
+    shutil.copytree(SHIPPED / "shapes-var", tmp_path / "shapes-var")  # image models only
+    tab = build_app(tmp_path, concurrency=1, preload=False).mmgen_tabs["video"]
     assert tab.none.visible and "No text-to-video checkpoint found under" in tab.none.value and not tab.go.interactive
 
 
