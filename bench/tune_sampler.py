@@ -5,6 +5,7 @@ numbers in RESULTS.md are not tuned on their own test set. Writes ``DST/sampler.
 
     python bench/tune_sampler.py runs/shapes-var/model checkpoints/shapes-var --n 100
     python bench/tune_sampler.py runs/digits-raster/model checkpoints/digits-raster --digits
+    python bench/tune_sampler.py runs/shapes-video-nbp/model checkpoints/shapes-video-nbp   # video: the video judge
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import torch
 
 import mmgen
 from mmgen.eval.generation import digits_accuracy, judge_pipeline
+from mmgen.eval.video_judge import judge_video_pipeline
 from mmgen.pipeline import export_pipeline
 from mmgen.sampling import SamplerConfig
 
@@ -41,7 +43,9 @@ def main() -> None:
     for cfg, temperature, top_k, schedule, flow_steps in grid:
         knobs = {"cfg_scale": cfg, "temperature": temperature, "top_k": top_k, "cfg_schedule": schedule, "flow_steps": flow_steps}
         s = SamplerConfig(**knobs, seed=VALIDATION_SEED)
-        if args.digits:
+        if pipe.is_video:  # whole-clip accuracy: colour, shape and motion direction
+            score = judge_video_pipeline(pipe, n=args.n, sampler=s, seed=VALIDATION_SEED, progress=False)["whole"]
+        elif args.digits:
             score = digits_accuracy(pipe, per_class=max(args.n // 10, 5), sampler=s)["accuracy"]
         else:
             one = judge_pipeline(pipe, n=args.n, objects=1, sampler=s, seed=VALIDATION_SEED, progress=False)["whole"]
