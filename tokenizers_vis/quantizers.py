@@ -182,9 +182,6 @@ class FSQQuantizer(nn.Module):
         self.codebook_size, self.dim = self.fsq.codebook_size, self.fsq.dim
         self.tracker = CodebookTracker(self.codebook_size, dead_after)
 
-    def codebook(self) -> torch.Tensor:
-        return self.fsq.codebook()
-
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
         return self.fsq.ids_to_codes(ids)
 
