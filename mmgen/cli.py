@@ -295,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     bn = sub.add_parser("bench", help="benchmarks")
     bsub = bn.add_subparsers(dest="bench_command", required=True)
     bc = bsub.add_parser("compare", help="train every paradigm with the same data, backbone and step budget; one table")
-    bc.add_argument("--world", choices=["shapes", "digits"], default="shapes")
+    bc.add_argument("--world", choices=["shapes", "digits", "shapes-video"], default="shapes")
     bc.add_argument("--budget", type=int, required=True, help="optimizer steps per paradigm")
     bc.add_argument("--paradigms", default=None, help="comma-separated, e.g. raster,var (default: all that apply)")
     bc.add_argument("--dim", type=int, default=192, help="transformer width, the same for every paradigm")

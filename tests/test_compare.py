@@ -57,6 +57,25 @@ def test_cli_compare_shapes_all_paradigms(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
+def test_cli_compare_shapes_video(tmp_path, capsys):
+    """Token by token, NBP and the one-vocabulary sequence on the shipped video tokenizer, one table."""
+    out = tmp_path / "cmp"
+    assert main(["bench", "compare", "--world", "shapes-video", "--out", str(out), *TINY]) == 0
+    rows = json.loads((out / "compare.json").read_text())["rows"]
+    names = [p.name for p in PARADIGMS.values() if "shapes-video" in p.worlds]
+    assert names == ["video-raster", "nbp", "unified"]
+    for r in rows:  # the video columns replace the image ones
+        r["images_per_s"] = r.pop("videos_per_s")
+        assert r["frames_per_s"] == pytest.approx(8 * r["images_per_s"])
+    _check_rows(rows, names, 3, {"dim": 64, "depth": 2, "heads": 2}, ("judge_video", "judge_direction", "judge_color"))
+    assert {r["tokens_per_image"] for r in rows} == {128} and {r["fid_n"] for r in rows} == {8 * 8}  # frame FID
+    passes = {r["paradigm"]: r["forward_passes"] for r in rows}
+    assert passes["nbp"] < passes["video-raster"] == 128  # NBP: 16 tokens of frame 0 one by one, then 7 frame blocks
+    assert passes["nbp"] == 16 + 7
+    table = [line for line in (out / "compare.md").read_text().splitlines() if line.startswith("| ")]
+    assert "frame FID" in table[0] and "clips/s" in table[0] and len(table) == 4 and table[2] in capsys.readouterr().out
+
+
 def test_digits_with_a_tokenizer_trained_from_a_recipe(tmp_path, monkeypatch):
     tok = WorldSetup("raster-tiny-class", "digits_vq.yaml",
                      tokenizer_overrides=("train.steps=2", "train.batch_size=4", "train.log_every=1", "train.ckpt_every=2"))
@@ -71,7 +90,8 @@ def test_digits_with_a_tokenizer_trained_from_a_recipe(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("names,msg", [
     (["raster", "nope"], "unknown paradigm 'nope'; available for shapes: raster"),
-    (["nbp"], "'nbp' (NBP) has no entry in the comparison yet"),
+    (["flextok"], "'flextok' (FlexTok tokens) has no entry in the comparison yet"),
+    (["nbp"], "paradigm 'nbp' does not apply to world 'shapes' (it runs on: shapes-video)"),
 ])
 def test_unknown_or_planned_paradigm_is_a_clear_error(tmp_path, capsys, names, msg):
     assert main(["bench", "compare", "--out", str(tmp_path), "--paradigms", ",".join(names), *TINY]) == 2

@@ -5,6 +5,8 @@ world with identical training settings (batch, lr schedule, steps, seed) and an 
 transformer (dim/depth/heads), on frozen pre-trained tokenizers, then measures FID, accuracy
 (shapes judge or digits classifier), parameters, training time, sampling speed and forward passes
 per sample. What differs between rows is the paradigm, nothing else that can be held equal.
+``--world shapes-video`` does the same for text-to-video: token by token, NBP and the Emu3-style
+one-vocabulary sequence on one frozen video tokenizer, scored by the video judge and frame FID.
 
 A paradigm is one :class:`Paradigm` entry (preset + tokenizer + overrides per world); a later
 paradigm (RAR, xAR, NBP, FlexTok, ...) joins the comparison with one :func:`register_paradigm`.
@@ -24,11 +26,10 @@ from typing import Any, Mapping, Sequence
 import torch
 import yaml
 
-from mmgen.modeling import write_json_atomic
 from mmgen.sampling import SamplerConfig
 
 __all__ = ["Backbone", "Paradigm", "WorldSetup", "PARADIGMS", "WORLDS", "register_paradigm", "resolve_paradigms",
-           "run_comparison", "time_pipeline", "fid_column", "markdown_table"]
+           "run_comparison", "time_pipeline", "fid_column"]
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "checkpoints"
@@ -65,18 +66,19 @@ class Paradigm:
 class World:
     data: Mapping[str, Any]  # build_dataset kwargs, same for every paradigm
     ema_decay: float  # the world's recipes' EMA (digits is small: faster EMA)
-    metric: str  # "judge" (shapes prompts) or "digits" (classifier of real digits)
+    metric: str  # "judge" (shapes prompts), "digits" (classifier of real digits) or "video" (video judge)
 
 
 WORLDS: dict[str, World] = {
     "shapes": World({"spec": "shapes", "size": 32, "seed": 1}, 0.998, "judge"),
     "digits": World({"spec": "digits", "size": 32, "seed": 1}, 0.99, "digits"),
+    "shapes-video": World({"spec": "shapes-video:frames=8", "size": 32, "seed": 1}, 0.998, "video"),
 }
 
 PARADIGMS: dict[str, Paradigm] = {}
-# Named in the issue, without an entry here yet (NBP and unified are trained on video worlds; FlexTok waits
-# for its trained tokenizer): asking for one says so.
-PLANNED = {"nbp": "NBP", "unified": "Emu3-style unified", "flextok": "FlexTok tokens"}
+# Named in the issues, without an entry here yet (FlexTok waits for a tokenizer whose codes carry the image):
+# asking for one says so.
+PLANNED = {"flextok": "FlexTok tokens"}
 
 
 def register_paradigm(p: Paradigm) -> Paradigm:
@@ -105,6 +107,17 @@ register_paradigm(Paradigm("subobject", "raster over subobject segments", {
 register_paradigm(Paradigm("var", "VAR next-scale", {
     "shapes": WorldSetup("var-tiny", "checkpoints/shapes-var/tokenizer"),
     "digits": WorldSetup("var-tiny-class", "checkpoints/digits-var/tokenizer"),
+}))
+# Video: the shipped per-frame FSQ tokenizer for all three; only the sequence format and the blocks differ.
+_VIDEO_TOKENIZER = "checkpoints/shapes-video-nbp/tokenizer"
+register_paradigm(Paradigm("video-raster", "token by token (video raster)", {
+    "shapes-video": WorldSetup("video-raster-tiny", _VIDEO_TOKENIZER),
+}))
+register_paradigm(Paradigm("nbp", "NBP next-frame-block", {
+    "shapes-video": WorldSetup("nbp-tiny", _VIDEO_TOKENIZER, ("model_args.block=frame", "model_args.first_frame=tokens")),
+}))
+register_paradigm(Paradigm("unified", "Emu3-style one-vocabulary sequence", {  # the same clips, as text+EOL/EOF sequences
+    "shapes-video": WorldSetup("emu3-tiny", _VIDEO_TOKENIZER, ("data.spec=shapes-unified:frames=8,tasks=t2v",)),
 }))
 
 
@@ -197,10 +210,11 @@ def time_pipeline(pipe, sampler: SamplerConfig, repeats: int = 3, **cond: Any) -
 
 
 def fid_column(images: torch.Tensor, world: str, n_ref: int, progress: bool = True, device: str | torch.device = "cpu") -> float:
-    """FID of uint8 ``(N,3,H,W)`` samples against ``n_ref`` images of the world's training split (stats cached)."""
+    """FID of uint8 ``(N,3,H,W)`` samples (video: frames) against ``n_ref`` images (frames) of the world's training split."""
     from mmgen.eval.fid import default_extractor, fid_against_world
 
-    return float(fid_against_world(images, world, n_ref=n_ref, extractor=default_extractor(device), progress=progress))
+    spec = WORLDS[world].data["spec"]
+    return float(fid_against_world(images, spec, n_ref=n_ref, extractor=default_extractor(device), progress=progress))
 
 
 def _fid_protocol(n_ref: int) -> dict[str, Any]:
@@ -225,6 +239,16 @@ def _evaluate(pipe, world: str, n_eval: int, n_ref: int, sampler: SamplerConfig,
               progress: bool) -> dict[str, Any]:
     from mmgen.eval.generation import digits_accuracy, judge_pipeline, shapes_prompts
 
+    if WORLDS[world].metric == "video":
+        from mmgen.eval.video_judge import judge_video_pipeline, video_prompts
+
+        res = judge_video_pipeline(pipe, n=n_eval, sampler=sampler, progress=progress)
+        clips = res["videos"]  # uint8 (n, 3, T, H, W): frame FID over every frame
+        fid = fid_column(clips.transpose(1, 2).flatten(0, 1), world, n_ref, progress, pipe.generator.device)
+        seconds = time_pipeline(pipe, sampler, repeats, prompt=video_prompts(speed_batch, seed=1))
+        return {"judge_video": res["whole"], "judge_direction": res["direction"], "judge_color": res["color"],
+                "fid": fid, "fid_n": clips.shape[0] * clips.shape[2], "videos_per_s": speed_batch / seconds,
+                "frames_per_s": speed_batch * clips.shape[2] / seconds}
     if WORLDS[world].metric == "judge":
         one = judge_pipeline(pipe, n=n_eval, objects=1, sampler=sampler, progress=progress)
         two = judge_pipeline(pipe, n=n_eval, objects=2, sampler=sampler, progress=progress)
@@ -272,6 +296,7 @@ def run_comparison(world: str, budget: int, paradigms: Sequence[str] | None = No
     import mmgen
     from mmgen.nn.transformer import Transformer
     from mmgen.train.distributed import default_device
+    from mmgen.eval.compare_report import write_report
     from mmgen.train.run import train
 
     chosen = resolve_paradigms(world, paradigms)
@@ -280,7 +305,7 @@ def run_comparison(world: str, budget: int, paradigms: Sequence[str] | None = No
     out = Path(out_dir or f"runs/compare-{world}")
     sampler = sampler or SamplerConfig(cfg_scale=1.5, temperature=0.6)
     settings = train_settings(world, budget, batch_size)
-    meta = {"world": world, "budget": budget, "backbone": asdict(backbone), "train": settings,
+    meta = {"world": world, "metric": WORLDS[world].metric, "budget": budget, "backbone": asdict(backbone), "train": settings,
             "data": dict(WORLDS[world].data), "sampler": asdict(sampler), "n_eval": n_eval, "fid": _fid_protocol(n_ref), "speed_batch": speed_batch,
             "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
             "date": datetime.date.today().isoformat(), "command": command}
@@ -312,71 +337,3 @@ def run_comparison(world: str, budget: int, paradigms: Sequence[str] | None = No
         rows.append(row)
         write_report(out, meta, rows)
     return rows
-
-
-# ---------------------------------------------------------------------------------------- report
-def _fmt(v: Any, digits: int) -> str:
-    if v is None:
-        return "n/a"
-    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
-
-
-def markdown_table(rows: Sequence[dict[str, Any]], world: str) -> str:
-    """The comparison as one markdown table (accuracy columns follow the world's metric)."""
-    acc = ([("judge 1-obj ↑", "judge_1obj", 3), ("judge 2-obj ↑", "judge_2obj", 3)] if WORLDS[world].metric == "judge"
-           else [("digits acc ↑", "digits_acc", 3)])
-    cols = [("paradigm", "title", 0), ("tokenizer", "tokenizer_class", 0), ("tokens", "tokens_per_image", 0),
-            ("params (M)", "params_M", 2), ("steps", "steps", 0), ("FID ↓", "fid", 1), *acc,
-            ("train (s)", "train_s", 1), ("sampling img/s", "images_per_s", 1), ("passes/sample", "forward_passes", 0)]
-    lines = ["| " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        r = {**r, "params_M": r["params"] / 1e6}
-        lines.append("| " + " | ".join(_fmt(r.get(k), d) for _, k, d in cols) + " |")
-    return "\n".join(lines)
-
-
-def markdown_report(meta: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
-    b, t = meta["backbone"], meta["train"]
-    s = meta["sampler"]
-    shipped = all(r["tokenizer"].startswith("checkpoints/") for r in rows)
-    tok_note = ("Tokenizers are the shipped pre-trained ones (`checkpoints/`), frozen: only the generators are trained here."
-                if shipped else "Tokenizers are trained first (folders in compare.json), then frozen while the generators train.")
-    f = meta["fid"]
-    fid_note = (f"FID: {rows[0]['fid_n'] if rows else 0} samples per paradigm (the accuracy columns' images) against "
-                f"up to {f['n_ref']} images of the `{meta['world']}` training split, Inception weights sha256 "
-                f"{str(f.get('weights_sha256'))[:12]}. Few samples bias FID upwards: compare rows of this table only.")
-    return "\n".join([
-        f"## Paradigm comparison on `{meta['world']}` ({meta['budget']} steps)", "",
-        f"Command: `{meta['command'] or 'run_comparison(...)'}` ({meta['date']}, {meta['machine']}).", "",
-        f"Every row: the same data ({meta['data']}), transformer {b['dim']} wide × {b['depth']} layers × {b['heads']} heads, "
-        f"batch {t['batch_size']}, lr {t['lr']} (warmup {t['warmup_steps']}, cosine), {t['steps']} optimizer steps, "
-        f"EMA {t['ema_decay']}, seed {t['seed']}. {tok_note} Params count the whole generator (embeddings and heads differ by paradigm). "
-        f"Sampling: cfg {s['cfg_scale']}, temperature {s['temperature']}, top-k {s['top_k']}, KV cache; "
-        f"accuracy on {meta['n_eval']} fresh prompts (or labels) per column; speed is the best of several batches "
-        f"of {meta['speed_batch']}, tokenizer decoding included. Train time is the training loop only.",
-        "", fid_note, "", markdown_table(rows, meta["world"]), "",
-        "Plots beside this table: `compare_loss.png` (training loss of every paradigm) and "
-        "`compare_quality_speed.png` (accuracy against sampling speed, FID in the labels).", ""])
-
-
-def write_plots(out_dir: str | Path, meta: dict[str, Any], rows: Sequence[dict[str, Any]]) -> list[Path]:
-    """``compare_loss.png`` (every paradigm's loss curve) and ``compare_quality_speed.png``."""
-    from mmgen.eval.plots import curves_png, read_losses, scatter_png
-
-    out = Path(out_dir)
-    curves = {r["paradigm"]: read_losses(out / "runs" / r["paradigm"] / "metrics.jsonl") for r in rows}
-    acc, label = (("judge_1obj", "judge accuracy, one-object prompts") if WORLDS[meta["world"]].metric == "judge"
-                  else ("digits_acc", "digits accuracy"))
-    points = {f"{r['paradigm']} (FID {_fmt(r.get('fid'), 1)})": (r.get("images_per_s"), r.get(acc)) for r in rows}
-    return [curves_png(curves, out / "compare_loss.png", f"{meta['world']}: training loss, {meta['budget']} steps",
-                       ylabel="training loss (each paradigm's own objective)"),
-            scatter_png(points, out / "compare_quality_speed.png", f"sampling images/s (batch {meta['speed_batch']})",
-                        label, f"{meta['world']}: quality vs speed")]
-
-
-def write_report(out_dir: str | Path, meta: dict[str, Any], rows: Sequence[dict[str, Any]]) -> None:
-    """``compare.json`` (everything), ``compare.md`` (the table with how it was made) and the plots."""
-    out = Path(out_dir)
-    write_json_atomic(out / "compare.json", {"meta": meta, "rows": list(rows)})
-    (out / "compare.md").write_text(markdown_report(meta, rows))
-    write_plots(out, meta, rows)

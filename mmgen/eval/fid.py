@@ -262,8 +262,13 @@ def default_cache_dir() -> Path:
 
 
 class _DatasetImages(Sequence):
+    """The first ``n`` images of a dataset; a video dataset's clips count frame by frame (frame FID)."""
+
     def __init__(self, ds, n: int) -> None:
-        self.ds, self.n = ds, n
+        first = ds[0]["pixels"]
+        self.ds, self.frames = ds, (first.shape[1] if first.ndim == 4 else 0)  # (C, T, H, W) clips
+        self._clip: tuple[int, torch.Tensor] | None = None  # frames are read in order: decode each clip once
+        self.n = n if getattr(ds, "infinite", False) else min(n, len(ds) * max(1, self.frames))
 
     def __len__(self) -> int:
         return self.n
@@ -271,7 +276,12 @@ class _DatasetImages(Sequence):
     def __getitem__(self, i):  # type: ignore[override]
         if not 0 <= i < self.n:
             raise IndexError(i)
-        return self.ds[i]["pixels"]
+        if not self.frames:
+            return self.ds[i]["pixels"]
+        c = i // self.frames
+        if self._clip is None or self._clip[0] != c:
+            self._clip = (c, self.ds[c]["pixels"])
+        return self._clip[1][:, i % self.frames]
 
 
 def reference_stats(ref: str | Path, extractor: InceptionFeatures | None = None, size: int | None = None, n: int = 5000, split: str = "train",
@@ -279,7 +289,8 @@ def reference_stats(ref: str | Path, extractor: InceptionFeatures | None = None,
     """Reference statistics from a ``.npz`` file, an image folder, or a built-in world.
 
     Worlds (``shapes``, ``digits``, any ``build_dataset`` spec) use the first ``n`` images of
-    ``split`` at ``size`` (all of them when the split is smaller) and are cached in ``cache_dir``
+    ``split`` at ``size`` (all of them when the split is smaller; a video world's clips give their
+    frames, for frame FID) and are cached in ``cache_dir``
     under a name keyed by world, size, split, n and the network weights.
     """
     extractor = extractor or default_extractor()
@@ -297,8 +308,8 @@ def reference_stats(ref: str | Path, extractor: InceptionFeatures | None = None,
         ds = build_dataset(str(ref), size=size, split=split)
     except ValueError as e:
         raise ValueError(f"--ref {str(ref)!r} is not a .npz file, an image folder or a world ({e})") from e
-    if not getattr(ds, "infinite", False):
-        n = min(n, len(ds))
+    images = _DatasetImages(ds, n)
+    n = len(images)
     sha = extractor.protocol["weights_sha256"][:12]
     safe = "".join(c if c.isalnum() or c in "-_=" else "_" for c in str(ref))
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -307,7 +318,7 @@ def reference_stats(ref: str | Path, extractor: InceptionFeatures | None = None,
         stats = FIDStats.load(file)
         if stats.protocol == extractor.protocol and stats.n == n:
             return stats
-    stats = compute_stats(_DatasetImages(ds, n), extractor, batch_size, progress, meta={"world": str(ref), "size": size, "split": split, "seed": 0, "images": n})
+    stats = compute_stats(images, extractor, batch_size, progress, meta={"world": str(ref), "size": size, "split": split, "seed": 0, "images": n})
     stats.save(file)
     stats.meta["cache_file"] = str(file)
     return stats
