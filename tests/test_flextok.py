@@ -196,3 +196,18 @@ def test_noise_draws_encode_once_and_equal_a_repeated_batch():
     torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match="noise_draws"):
         small(noise_draws=0)
+
+
+def test_pure_noise_prob_puts_that_share_of_training_at_t_one():
+    torch.manual_seed(0)
+    t = small(pure_noise_prob=0.5, time_shift=3.0).sample_t(4000, "cpu")
+    share = (t == 1.0).float().mean().item()
+    assert 0.45 < share < 0.55 and bool((t[t < 1] > 0).all())
+    assert (small().sample_t(4000, "cpu") == 1.0).sum() == 0, "off by default"
+    with pytest.raises(ValueError, match="pure_noise_prob"):
+        small(pure_noise_prob=1.0)
+
+
+def test_register_std_sets_the_register_init_scale():
+    assert 0.8 < small(register_std=1.0).registers.std().item() < 1.2
+    assert small().registers.std().item() < 0.05

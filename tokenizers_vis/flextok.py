@@ -60,6 +60,7 @@ class FlexTokConfig:
     grid_size: int = 32  # side of that grid (image_size for pixels; set from the autoencoder)
     patch_size: int = 2
     num_registers: int = 256  # K: the longest sequence
+    register_std: float = 0.02  # init scale of the K learned register queries
     levels: tuple[int, ...] = (8, 8, 8, 5, 5, 5)
     encoder: TransformerConfig = field(default_factory=lambda: TransformerConfig(dim=1152, depth=18, heads=18))
     decoder: TransformerConfig = field(default_factory=lambda: TransformerConfig(dim=1152, depth=18, heads=18))
@@ -70,6 +71,8 @@ class FlexTokConfig:
     fsq_dropout: float = 0.0  # share of training samples whose codes skip FSQ's rounding (the reference's drop_quant_p):
     # small unrounded codes still carry information, so the decoder starts reading the registers sooner
     time_shift: float = 1.0  # SD3's shift t -> s t / (1 + (s - 1) t): s > 1 trains more at high noise, where only the tokens tell the image
+    pure_noise_prob: float = 0.0  # share of training samples at t = 1 exactly: the input is pure noise, so the loss there is
+    # a noise-free autoencoder loss that only the tokens can lower (it trains decode()'s first, layout-deciding Euler step)
     noise_draws: int = 1  # flow-loss draws (t, noise) per encoded image (MAR's diffusion_batch_mul): the encoder's
     # gradient is averaged over them, so the noise of the flow loss does not drown the signal that tells images apart
     flow_steps: int = 25  # Euler steps of decode()
@@ -102,8 +105,9 @@ class FlexTokTokenizer(ImageTokenizer):
             raise ValueError(f"patch_size={cfg.patch_size} must divide grid_size={cfg.grid_size}")
         if not 0.0 <= cfg.null_prob < 1.0:
             raise ValueError(f"null_prob must be in [0, 1), got {cfg.null_prob}")
-        if cfg.time_shift <= 0 or not 0.0 <= cfg.fsq_dropout <= 1.0:
-            raise ValueError(f"need time_shift > 0 and fsq_dropout in [0, 1], got {cfg.time_shift}, {cfg.fsq_dropout}")
+        if cfg.time_shift <= 0 or not 0.0 <= cfg.fsq_dropout <= 1.0 or not 0.0 <= cfg.pure_noise_prob < 1.0:
+            raise ValueError(f"need time_shift > 0, fsq_dropout in [0, 1] and pure_noise_prob in [0, 1), got "
+                             f"{cfg.time_shift}, {cfg.fsq_dropout}, {cfg.pure_noise_prob}")
         if cfg.noise_draws < 1:
             raise ValueError(f"noise_draws must be >= 1, got {cfg.noise_draws}")
         if cfg.flow_steps < 1 or cfg.cfg_scale < 0:
@@ -113,7 +117,7 @@ class FlexTokTokenizer(ImageTokenizer):
         self.fsq = FSQ(cfg.levels)
         # encoder: patches + K registers -> FSQ channels
         self.patch_in = nn.Linear(pd, cfg.encoder.dim)
-        self.registers = nn.Parameter(torch.randn(K, cfg.encoder.dim) * 0.02)
+        self.registers = nn.Parameter(torch.randn(K, cfg.encoder.dim) * cfg.register_std)
         self.enc = Transformer(cfg.encoder)
         self.to_code = nn.Linear(cfg.encoder.dim, self.fsq.dim)
         nn.init.zeros_(self.to_code.weight)  # the reference's zero-initialised readout: codes start unsaturated
@@ -327,10 +331,11 @@ class FlexTokTokenizer(ImageTokenizer):
         return torch.where(torch.rand(batch, device=device) < self.config.null_prob, 0, k)
 
     def sample_t(self, batch: int, device: torch.device | str) -> torch.Tensor:
-        """Training noise levels: logit-normal (the reference) or uniform, then shifted by ``time_shift``."""
+        """Training noise levels: logit-normal (the reference) or uniform, shifted by ``time_shift``; ``pure_noise_prob`` of them 1."""
         t = torch.sigmoid(torch.randn(batch, device=device)) if self.config.time_dist == "logit-normal" else torch.rand(batch, device=device)
         s = self.config.time_shift
-        return s * t / (1 + (s - 1) * t)
+        t = s * t / (1 + (s - 1) * t)
+        return torch.where(torch.rand(batch, device=device) < self.config.pure_noise_prob, 1.0, t)
 
     def loss(self, pixels: torch.Tensor, step: int = 0) -> tuple[torch.Tensor, dict[str, Any]]:
         """Rectified-flow loss of the decoder given nested-dropped FSQ registers, and logs."""
