@@ -209,5 +209,19 @@ def test_pure_noise_prob_puts_that_share_of_training_at_t_one():
 
 
 def test_register_std_sets_the_register_init_scale():
-    assert 0.8 < small(register_std=1.0).registers.std().item() < 1.2
-    assert small().registers.std().item() < 0.05
+    assert 0.8 < small().registers.std().item() < 1.2, "the tiny preset starts registers at std 1"
+    assert small(register_std=0.02).registers.std().item() < 0.05
+
+
+@pytest.mark.parametrize("abs_pos", [False, True])
+def test_abs_pos_lets_identical_decoder_patches_know_where_they_are(abs_pos):
+    # Pure-noise start of decoding, all patches equal, no token kept: with RoPE alone every patch reads the same
+    # values, so only absolute positions can make the decoder's outputs differ from patch to patch.
+    tok = small(abs_pos=abs_pos).eval()
+    torch.nn.init.normal_(tok.out.weight)  # the zero-initialised readout would hide the hidden states
+    K, pd = tok.num_registers, 3 * tok.config.patch_size**2
+    regs = tok._registers_in(torch.zeros(1, K, tok.codebook_dim), torch.zeros(1, K, dtype=torch.bool))
+    with torch.no_grad():
+        out = tok.predict(regs, torch.zeros(1, tok.num_patches, pd), torch.ones(1))
+    spread = out.std(1).max().item()
+    assert (spread > 1e-2) if abs_pos else (spread < 1e-4)

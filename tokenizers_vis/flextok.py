@@ -33,6 +33,7 @@ from typing import Any, ClassVar, Literal
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from timm.layers import build_sincos2d_pos_embed
 from torch import nn
 
 from mmgen.config import from_dict, to_dict
@@ -61,6 +62,8 @@ class FlexTokConfig:
     patch_size: int = 2
     num_registers: int = 256  # K: the longest sequence
     register_std: float = 0.02  # init scale of the K learned register queries
+    abs_pos: bool = True  # add fixed 2D sin-cos positions to the patch embeddings (the reference's 4M-style ViTs do): with RoPE
+    # alone a patch's value carries no position, so neither a register nor a pure-noise decoder patch knows where things are
     levels: tuple[int, ...] = (8, 8, 8, 5, 5, 5)
     encoder: TransformerConfig = field(default_factory=lambda: TransformerConfig(dim=1152, depth=18, heads=18))
     decoder: TransformerConfig = field(default_factory=lambda: TransformerConfig(dim=1152, depth=18, heads=18))
@@ -135,6 +138,9 @@ class FlexTokTokenizer(ImageTokenizer):
         patches, regs = _grid_positions(g), torch.zeros(K, 3, device="cpu")
         self.register_buffer("enc_pos", torch.cat([patches, regs]), persistent=False)
         self.register_buffer("dec_pos", torch.cat([regs, patches]), persistent=False)
+        for name, dim in (("enc_abs", cfg.encoder.dim), ("dec_abs", cfg.decoder.dim)):
+            pe = build_sincos2d_pos_embed([g, g], dim, device="cpu") if cfg.abs_pos else torch.zeros(1, dim, device="cpu")
+            self.register_buffer(name, pe, persistent=False)
         self.num_patches = g * g
 
     def _build_autoencoder(self) -> nn.Module | None:
@@ -222,7 +228,7 @@ class FlexTokTokenizer(ImageTokenizer):
     # ----- encoder
     def _encode(self, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Grid -> ``(codes (B, K, d) straight-through, ids (B, K))``."""
-        x = self.patch_in(self._patchify(grid))
+        x = self.patch_in(self._patchify(grid)) + self.enc_abs.to(self.patch_in.weight.dtype)
         x = torch.cat([x, self.registers.expand(x.shape[0], -1, -1).to(x.dtype)], 1)
         h = self.enc(x, self.enc_pos, Causal(prefix=self.num_patches))
         z = self.to_code(h[:, self.num_patches :])
@@ -252,7 +258,7 @@ class FlexTokTokenizer(ImageTokenizer):
 
     def predict(self, registers: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The network's output for noisy patches ``x_t`` at noise level ``t (B,)``: velocity or clean patches."""
-        x = torch.cat([registers, self.noisy_in(x_t.to(registers.dtype))], 1)
+        x = torch.cat([registers, self.noisy_in(x_t.to(registers.dtype)) + self.dec_abs.to(registers.dtype)], 1)
         h = self.dec(x, self.dec_pos, Full(), cond=self.time_embed(t))
         return self.out(h[:, self.num_registers :]).float()
 
@@ -382,9 +388,10 @@ def _register() -> None:
                         decoder=dict(dim=64 * dd, depth=dd, heads=dd))
     # CPU recipe: 32x32 pixels, 4x4 patches (64), 32 registers, FSQ [8,5,5,5] (1000 codes). Short CPU runs: half
     # the samples skip rounding, and training leans to high noise (time_shift 2), where only the tokens tell the image.
+    # Registers start at std 1 (distinct from step 0; at std 0.02 all 32 emitted nearly the same code).
     register_preset("flextok-tiny", FlexTokTokenizer, tags=("tiny",), image_size=32, in_channels=3, grid_size=32, patch_size=4,
                     num_registers=32, levels=[8, 5, 5, 5], encoder=dict(dim=128, depth=4, heads=4),
-                    decoder=dict(dim=128, depth=4, heads=4), flow_steps=10, fsq_dropout=0.5, time_shift=2.0)
+                    decoder=dict(dim=128, depth=4, heads=4), flow_steps=10, fsq_dropout=0.5, time_shift=2.0, register_std=1.0)
 
 
 _register()
