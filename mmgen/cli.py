@@ -33,14 +33,9 @@ def _pack(args: argparse.Namespace) -> None:
 
 
 def _sampler(args: argparse.Namespace):
-    from mmgen.sample.cli import recommended_sampler
-    from mmgen.sampling import SamplerConfig
+    from mmgen.sample.cli import recommended_sampler, sampler_from_args
 
-    d = recommended_sampler(args.ckpt)
-    if args.cfg is not None:
-        d["cfg_scale"] = args.cfg
-    d["seed"] = args.seed
-    return SamplerConfig(**d)
+    return sampler_from_args(args, recommended_sampler(args.ckpt))
 
 
 def _eval_judge(args: argparse.Namespace) -> None:

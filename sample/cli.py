@@ -56,12 +56,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def sampler_from_args(args: argparse.Namespace, defaults: dict | None = None) -> SamplerConfig:
-    """Command-line values over the checkpoint's recommended sampler settings over the defaults."""
+    """Command-line values over the checkpoint's recommended sampler settings over the defaults.
+
+    Commands that expose only some sampling flags (``mmgen eval``: ``--cfg`` and ``--seed``) pass
+    their namespace too; a flag a command does not have keeps the recommended value.
+    """
     d = dict(defaults or {})
-    given = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "cfg_scale": args.cfg, "cfg_schedule": args.cfg_schedule,
-             "flow_steps": args.flow_steps, "flow_solver": args.flow_solver, "token_budget": args.token_budget}
-    d.update({k: v for k, v in given.items() if v is not None})
-    d.update(seed=args.seed, use_cache=not args.no_cache)
+    flags = {"temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "cfg_scale": "cfg", "cfg_schedule": "cfg_schedule",
+             "flow_steps": "flow_steps", "flow_solver": "flow_solver", "token_budget": "token_budget", "seed": "seed"}
+    d.update({k: v for k, flag in flags.items() if (v := getattr(args, flag, None)) is not None})
+    if getattr(args, "no_cache", False):
+        d["use_cache"] = False
     return SamplerConfig(**d)
 
 
