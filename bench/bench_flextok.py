@@ -6,7 +6,8 @@
 
 - PSNR(k): held-out images (``split="test"``; photos: china, flower, chelsea never seen in training)
   encoded once, decoded from the first ``k`` tokens with the tokenizer's own decoder settings
-  (seeded noise, so every ``k`` starts from the same noise); it must rise with ``k``.
+  (seeded noise, so every ``k`` starts from the same noise); it must rise with ``k``. On ``shapes``
+  also the judge's agreement between each image's caption and its decode from ``k`` tokens.
 - Judge accuracy vs token budget: the raster generator samples only ``k`` tokens
   (``SamplerConfig.token_budget``) and the tokenizer decodes that prefix; fresh shapes prompts.
 - Subobject: judge agreement between the caption and the reconstruction of the same test image,
@@ -29,18 +30,44 @@ KS = (1, 2, 4, 8, 16, 32)
 
 
 @torch.no_grad()
-def psnr_vs_k(tok, world: str, n: int, ks: tuple[int, ...], batch_size: int = 64) -> dict[int, float]:
+def recon_vs_k(tok, world: str, n: int, ks: tuple[int, ...], batch_size: int = 64) -> dict[str, dict[int, float]]:
+    """Mean PSNR of decodes from the first k tokens; on ``shapes`` also the judge's agreement between
+    each test image's caption and its decode (does the prefix keep every object's colour, shape, place)."""
     from mmgen.data import build_dataset
+    from mmgen.eval.judge import judge_batch
     from mmgen.eval.recon import psnr
 
     ds = build_dataset(world, size=tok.image_size, split="test")
-    sums = dict.fromkeys(ks, 0.0)
+    sums, agree = dict.fromkeys(ks, 0.0), dict.fromkeys(ks, 0.0)
     for s in range(0, n, batch_size):
-        x = torch.stack([ds[i]["pixels"] for i in range(s, min(n, s + batch_size))])
+        items = [ds[i] for i in range(s, min(n, s + batch_size))]
+        x = torch.stack([it["pixels"] for it in items])
         tokens = tok.encode(x)
         for k in ks:
-            sums[k] += float(psnr(tok.decode(tokens.prefix(k)), x).sum())
-    return {k: v / n for k, v in sums.items()}
+            y = tok.decode(tokens.prefix(k))
+            sums[k] += float(psnr(y, x).sum())
+            if world == "shapes":
+                agree[k] += judge_batch(y, [it["caption"] for it in items])["whole"] * len(items)
+    out = {"psnr_db": {k: v / n for k, v in sums.items()}}
+    if world == "shapes":
+        out["judge_whole"] = {k: v / n for k, v in agree.items()}
+    return out
+
+
+@torch.no_grad()
+def decode_grid(tok, world: str, ks: tuple[int, ...], path: Path, n: int = 12) -> None:
+    """A picture of the same thing: test images (top row), then their decodes from k tokens, one row per k."""
+    from torchvision.utils import save_image
+
+    from mmgen.data import build_dataset
+
+    ds = build_dataset(world, size=tok.image_size, split="test")
+    x = torch.stack([ds[i * 7]["pixels"] for i in range(n)])  # spread over the test photos / scenes
+    tokens = tok.encode(x)
+    rows = [x, *(tok.decode(tokens.prefix(k)) for k in ks)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid = torch.nn.functional.interpolate(torch.cat(rows).float().clamp(-1, 1), scale_factor=3, mode="nearest")  # readable
+    save_image(grid * 0.5 + 0.5, path, nrow=n, padding=4, pad_value=1.0)
 
 
 def monotone(values: list[float]) -> bool:
@@ -93,6 +120,7 @@ def main() -> None:
     ap.add_argument("--n-prompts", type=int, default=200, help="fresh prompts per object count for the judge")
     ap.add_argument("--ks", default=",".join(map(str, KS)))
     ap.add_argument("--json", default=None)
+    ap.add_argument("--grid-dir", default=None, help="write flextok_<world>_grid.png: test images, then a row of decodes per k")
     args = ap.parse_args()
     torch.manual_seed(0)
     from mmgen.eval.recon import load_tokenizer
@@ -105,8 +133,10 @@ def main() -> None:
             continue
         tok, _ = load_tokenizer(path)
         ks_ok = tuple(k for k in ks if k <= tok.num_registers)
-        res = psnr_vs_k(tok, world, args.n, ks_ok)
-        out[f"psnr_{world}"] = {"tokenizer": path, "n": args.n, "psnr_db": res, "monotone": monotone(list(res.values()))}
+        res = recon_vs_k(tok, world, args.n, ks_ok)
+        out[f"psnr_{world}"] = {"tokenizer": path, "n": args.n, **res, "monotone": monotone(list(res["psnr_db"].values()))}
+        if args.grid_dir:
+            decode_grid(tok, world, ks_ok, Path(args.grid_dir) / f"flextok_{world}_grid.png")
     if out.get("psnr_shapes") or out.get("psnr_photos"):
         print("\n| world | " + " | ".join(f"k={k}" for k in ks) + " | rises with k |")
         print("|---|" + "---|" * (len(ks) + 1))
@@ -115,6 +145,9 @@ def main() -> None:
             if r:
                 cells = [f"{r['psnr_db'][k]:.2f}" if k in r["psnr_db"] else "—" for k in ks]
                 print(f"| {world} | " + " | ".join(cells) + f" | {'✅' if r['monotone'] else '❌'} |")
+                if "judge_whole" in r:
+                    cells = [f"{r['judge_whole'][k]:.3f}" if k in r["judge_whole"] else "—" for k in ks]
+                    print(f"| {world}: judge agreement of the decode | " + " | ".join(cells) + " | |")
     if args.generator:
         pipe, sampler = load_pipe(args.generator)
         rows = {}
