@@ -90,10 +90,9 @@ def test_digits_with_a_tokenizer_trained_from_a_recipe(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("names,msg", [
     (["raster", "nope"], "unknown paradigm 'nope'; available for shapes: raster"),
-    (["flextok"], "'flextok' (FlexTok tokens) has no entry in the comparison yet"),
     (["nbp"], "paradigm 'nbp' does not apply to world 'shapes' (it runs on: shapes-video)"),
 ])
-def test_unknown_or_planned_paradigm_is_a_clear_error(tmp_path, capsys, names, msg):
+def test_unknown_or_misplaced_paradigm_is_a_clear_error(tmp_path, capsys, names, msg):
     assert main(["bench", "compare", "--out", str(tmp_path), "--paradigms", ",".join(names), *TINY]) == 2
     assert msg in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()  # nothing trained before the error

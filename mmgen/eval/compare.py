@@ -76,9 +76,6 @@ WORLDS: dict[str, World] = {
 }
 
 PARADIGMS: dict[str, Paradigm] = {}
-# Named in the issues, without an entry here yet (FlexTok waits for a tokenizer whose codes carry the image):
-# asking for one says so.
-PLANNED = {"flextok": "FlexTok tokens"}
 
 
 def register_paradigm(p: Paradigm) -> Paradigm:
@@ -103,6 +100,9 @@ register_paradigm(Paradigm("xar", "xAR next-cell, flow matching", {
 }))
 register_paradigm(Paradigm("subobject", "raster over subobject segments", {
     "shapes": WorldSetup("raster-tiny-subobject", "checkpoints/shapes-subobject/tokenizer"),
+}))
+register_paradigm(Paradigm("flextok", "raster over FlexTok 1D tokens", {
+    "shapes": WorldSetup("raster-tiny-flextok", "checkpoints/shapes-flextok/tokenizer"),
 }))
 register_paradigm(Paradigm("var", "VAR next-scale", {
     "shapes": WorldSetup("var-tiny", "checkpoints/shapes-var/tokenizer"),
@@ -133,8 +133,7 @@ def resolve_paradigms(world: str, names: Sequence[str] | None = None) -> list[Pa
     out = []
     for name in dict.fromkeys(n.strip().lower() for n in names if n.strip()):
         if name not in PARADIGMS:
-            planned = f"{name!r} ({PLANNED[name]}) has no entry in the comparison yet" if name in PLANNED else f"unknown paradigm {name!r}"
-            raise ValueError(f"{planned}; available for {world}: {', '.join(p.name for p in applicable)}")
+            raise ValueError(f"unknown paradigm {name!r}; available for {world}: {', '.join(p.name for p in applicable)}")
         p = PARADIGMS[name]
         if world not in p.worlds:
             raise ValueError(f"paradigm {name!r} does not apply to world {world!r} (it runs on: {', '.join(p.worlds)})")
