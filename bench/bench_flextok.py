@@ -38,18 +38,20 @@ def recon_vs_k(tok, world: str, n: int, ks: tuple[int, ...], batch_size: int = 6
     from mmgen.eval.recon import psnr
 
     ds = build_dataset(world, size=tok.image_size, split="test")
+    judged = world == "shapes"  # the judge reads shapes captions only
     sums, agree = dict.fromkeys(ks, 0.0), dict.fromkeys(ks, 0.0)
     for s in range(0, n, batch_size):
         items = [ds[i] for i in range(s, min(n, s + batch_size))]
         x = torch.stack([it["pixels"] for it in items])
+        captions = [it["caption"] for it in items] if judged else None
         tokens = tok.encode(x)
         for k in ks:
             y = tok.decode(tokens.prefix(k))
             sums[k] += float(psnr(y, x).sum())
-            if world == "shapes":
-                agree[k] += judge_batch(y, [it["caption"] for it in items])["whole"] * len(items)
+            if judged:
+                agree[k] += judge_batch(y, captions)["whole"] * len(items)
     out = {"psnr_db": {k: v / n for k, v in sums.items()}}
-    if world == "shapes":
+    if judged:
         out["judge_whole"] = {k: v / n for k, v in agree.items()}
     return out
 
