@@ -125,7 +125,9 @@ class Pipeline(ModelHubMixin, library_name="mmgen", tags=["mmgen"]):
             return super().from_pretrained(str(path_or_repo_id), revision=revision, cache_dir=cache_dir, local_files_only=offline,
                                            token=token, force_download=force_download, device=device)
         except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError) as e:
-            where = f"a local folder nor in the Hugging Face cache ({cache_dir or os.environ.get('HF_HUB_CACHE', 'HF_HUB_CACHE')})"
+            from huggingface_hub.constants import HF_HUB_CACHE
+
+            where = f"a local folder nor in the Hugging Face cache ({cache_dir or HF_HUB_CACHE})"
             if offline:
                 why = "HF_HUB_OFFLINE=1 (or local_files_only) forbids downloading it; set HF_HUB_OFFLINE=0 to download it"
             else:

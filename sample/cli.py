@@ -196,22 +196,25 @@ def _caption(pipe, args: argparse.Namespace) -> dict:
 
 
 class Progress:
-    """A tqdm bar fed by the generator's ``callback(step, total, tokens)``; shown after 1 s, so short runs stay quiet."""
+    """A tqdm bar fed by the generator's ``callback(step, total, tokens)``; by default on a terminal, after 1 s (short runs stay quiet)."""
 
     def __init__(self, enabled: bool | None = None, file=None) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=0, unit="step", desc="sampling", delay=1.0, disable=None if enabled is None else not enabled,
-                        file=file or sys.stderr, dynamic_ncols=True)
+        self.enabled, self.file, self.bar = enabled, file or sys.stderr, None
 
     def __call__(self, step: int, total: int, tokens=None) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="step", desc="sampling", delay=1.0 if self.enabled is None else 0, file=self.file,
+                            disable=None if self.enabled is None else not self.enabled, dynamic_ncols=True)
         if self.bar.total != total:
             self.bar.reset(total=total)  # a new batch chunk starts
         self.bar.n = step
         self.bar.refresh()
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _prompts(args: argparse.Namespace) -> list[str] | None:
@@ -265,9 +268,17 @@ def run(args: argparse.Namespace) -> dict:
     }
     if frames is not None:
         meta.update(frames=frames, fps=args.fps, frames_per_second=round(len(images) * frames / seconds, 3))
-        meta_path = save_videos(images, args.out, meta, args.nrow, args.fps, args.scale)
+        meta_path = _write(save_videos, images, args.out, meta, args.nrow, args.fps, args.scale)
         print(f"wrote {args.out} ({len(images)} clips of {frames} frames, {seconds:.2f}s) and {meta_path}")
         return meta
-    meta_path = save_samples(images, args.out, meta, args.nrow)
+    meta_path = _write(save_samples, images, args.out, meta, args.nrow)
     print(f"wrote {args.out} ({len(images)} images, {seconds:.2f}s) and {meta_path}")
     return meta
+
+
+def _write(save, images: torch.Tensor, out: str, *args) -> Path:
+    """Save the results; a read-only folder or a full disk is one message naming the output, not a traceback."""
+    try:
+        return save(images, out, *args)
+    except OSError as e:
+        raise OSError(f"cannot write the samples to {out!r}: {e.strerror or e}" + (f" ({e.filename})" if e.filename else "")) from None
