@@ -21,6 +21,7 @@ import torch
 from mmgen.app.models import InputError, ModelInfo, ModelRegistry
 from mmgen.app.streaming import Done, Partial, stream_pipeline
 from mmgen.images import tile, write_video
+from mmgen.pipeline import SAMPLER_FIELDS
 from mmgen.sample.cli import reproduce_command
 from mmgen.sampling import CFG_SCHEDULES, SamplerConfig
 
@@ -134,6 +135,8 @@ def validate(req: Request, info: ModelInfo, pipe: Any = None, limits: Limits | N
             token_budget=_number("token budget", req.token_budget, integer=True, lo=0, hi=10**6) if info.flextok else rec.token_budget,
             seed=seed,
         )
+        # a control this model does not use keeps the recommended value (the model would refuse a changed one)
+        sampler = replace(sampler, **{f: getattr(rec, f) for f in SAMPLER_FIELDS if f not in (info.sampler_fields or SAMPLER_FIELDS)})
     except ValueError as e:  # SamplerConfig's own message names the value and the allowed range
         raise InputError(str(e)) from None
     kwargs: dict[str, Any] = {"n": n}

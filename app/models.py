@@ -121,13 +121,10 @@ def describe_folder(path: Path, name: str, shipped: bool = False) -> ModelInfo:
         # video: a (t, h, w) layout, an explicit flag, or a frame count in the config
         info.video = bool(cfg.get("video") or "t" in info.layout or info.layout.get("type") in ("frames", "video") or cfg.get("frames"))
         info.frames = int(cfg.get("frames") or info.layout.get("t") or 0)
-        info.sampler_fields = sampler_fields(module_class(info.generator))
-        if getattr(module_class(info.generator), "sampler_fields", None) is not None:  # the generator says what it uses
-            info.flow, info.flextok = "flow_steps" in info.sampler_fields, "token_budget" in info.sampler_fields
-        else:
-            heads = json.dumps({k: v for k, v in cfg.items() if "head" in k}).lower()
-            info.flow = "flow" in heads or info.generator in ("XARGenerator",)
-            info.flextok = "flextok" in info.tokenizer.lower() or info.layout.get("type") in ("1d", "flex", "sequence")
+        info.sampler_fields = sampler_fields(module_class(info.generator))  # all fields until the generator declares its own
+        heads = json.dumps({k: v for k, v in cfg.items() if "head" in k}).lower()
+        info.flow = "flow_steps" in info.sampler_fields and ("flow" in heads or info.generator in ("XARGenerator",))
+        info.flextok = "token_budget" in info.sampler_fields and ("flextok" in info.tokenizer.lower() or info.layout.get("type") in ("1d", "flex", "sequence"))
         info.recommended = recommended_sampler(path)
     except FileNotFoundError as e:
         info.problem = f"missing {Path(e.filename).relative_to(path) if e.filename else 'file'}"

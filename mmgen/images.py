@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import make_grid
 
-__all__ = ["to_uint8", "tile", "write_video", "VIDEO_FORMATS"]
+__all__ = ["to_uint8", "from_uint8", "tile", "write_video", "VIDEO_FORMATS"]
 
 VIDEO_FORMATS = (".mp4", ".gif")
 
@@ -18,6 +18,11 @@ VIDEO_FORMATS = (".mp4", ".gif")
 def to_uint8(pixels: torch.Tensor) -> torch.Tensor:
     """``[-1, 1]`` floats -> uint8 in ``[0, 255]`` (any shape; values outside the range are clipped)."""
     return ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def from_uint8(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[0, 255]`` -> float ``[-1, 1]``; float input is taken as already in ``[-1, 1]``."""
+    return images.float() / 127.5 - 1 if images.dtype == torch.uint8 else images.float()
 
 
 def tile(images: torch.Tensor, nrow: int = 0, scale: int = 1, pad: int = 2, pad_value: int = 128, even: bool = False) -> torch.Tensor:

@@ -27,13 +27,13 @@ from typing import Any, Sequence
 import torch
 from huggingface_hub import ModelHubMixin, snapshot_download
 
-from mmgen.images import to_uint8
+from mmgen.images import from_uint8, to_uint8
 from mmgen.model_card import DOC_FILES, model_card
 from mmgen.modeling import atomic_dir, load_module, read_config
 from mmgen.sampling import SamplerConfig
 from mmgen.tokens import FramesLayout
 
-__all__ = ["Pipeline", "save_pipeline", "export_pipeline", "recommended_sampler", "sampler_fields", "to_uint8", "SAMPLER_FILE"]
+__all__ = ["Pipeline", "save_pipeline", "export_pipeline", "recommended_sampler", "sampler_fields", "to_uint8", "SAMPLER_FILE", "SAMPLER_FIELDS"]
 
 TOKENIZER_DIR = "tokenizer"
 SAMPLER_FILE = "sampler.json"
@@ -73,11 +73,12 @@ def sampler_fields(generator: Any) -> tuple[str, ...]:
 
 
 def save_pipeline(path: str | Path, generator, tokenizer, extra: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> Path:
-    """Write generator + tokenizer into one folder, atomically (the weights only: see ``Pipeline.save_pretrained``)."""
+    """Write generator + tokenizer (+ a model card) into one folder, atomically; ``Pipeline.save_pretrained`` adds sampler.json."""
     path = Path(path)
     with atomic_dir(path) as tmp:
         generator.write_files(tmp, dtype=dtype, extra=extra)
         tokenizer.write_files(tmp / TOKENIZER_DIR, dtype=dtype)
+        (tmp / "README.md").write_text(model_card(tmp, name=path.name))
     return path
 
 
@@ -298,7 +299,7 @@ class Pipeline(ModelHubMixin, library_name="mmgen", tags=["mmgen"]):
             raise ValueError(f"{type(self.generator).__name__} does not caption images; a unified model (e.g. emu3-*) does")
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be a (B, 3, H, W) tensor, got {getattr(images, 'shape', type(images).__name__)}")
-        pixels = images.float() / 127.5 - 1 if images.dtype == torch.uint8 else images.float()
+        pixels = from_uint8(images)
         out: list[str] = []
         for start in range(0, len(pixels), batch_size):
             tokens = self.tokenizer.encode(pixels[start : start + batch_size].to(self.generator.device))
