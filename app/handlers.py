@@ -22,7 +22,7 @@ from mmgen.app.models import InputError, ModelInfo, ModelRegistry
 from mmgen.app.streaming import Done, Partial, stream_pipeline
 from mmgen.images import tile, write_video
 from mmgen.pipeline import SAMPLER_FIELDS
-from mmgen.sample.cli import reproduce_command
+from mmgen.sample.cli import reproduce_command, short_text
 from mmgen.sampling import CFG_SCHEDULES, SamplerConfig
 
 __all__ = ["Request", "Update", "Limits", "validate", "generate", "settings_record", "grid", "write_gif", "example_prompts", "video_example_prompts",
@@ -107,8 +107,9 @@ def _check_text(pipe: Any, text: str, what: str, limits: Limits) -> None:
         return
     try:  # the model's own tokenizer: unknown words and prompts longer than its context
         make(prompts=[text], batch_size=1)
-    except ValueError as e:
-        raise InputError(f"{what}: {e}") from None
+    except ValueError as e:  # the model's message quotes the text: shortened, never repeated in full
+        msg = str(e) if str(e).startswith(what) else f"{what}: {e}"
+        raise InputError(msg.replace(repr(text), repr(short_text(text)))) from None
 
 
 def validate(req: Request, info: ModelInfo, pipe: Any = None, limits: Limits | None = None) -> tuple[SamplerConfig, dict]:

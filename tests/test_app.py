@@ -335,3 +335,11 @@ def test_mmgen_demo_removes_its_temp_folder_at_exit(tmp_path, sig):
         if proc.poll() is None:
             proc.kill()
     assert not list((tmp_path / "tmp").glob("mmgen-demo-*"))
+
+
+def test_a_long_prompt_is_not_repeated_in_the_message(registry):
+    long = "a red circle " * 35  # under the page's 500-character cap, far over the model's text context
+    with pytest.raises(InputError) as err:
+        list(H.generate(registry, req(prompt=long)))
+    msg = str(err.value)
+    assert "text context holds" in msg and f"({len(long.strip())} characters)" in msg and len(msg) < 300 and not msg.startswith("prompt: prompt")
