@@ -8,51 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from pathlib import Path
 
 from mmgen import SHIPPED
+from mmgen.cli_args import OneLineErrorParser, check_device, check_floats, finite_float, lazy, lazy_subparsers, one_line
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time unless HF_HUB_OFFLINE=0
 
 EXPECTED_ERRORS = (ValueError, OSError, KeyError)  # bad input, missing/unwritable files: a message, not a traceback
-
-
-def finite_float(text: str) -> float:
-    """argparse type: a float that is neither NaN nor infinite."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return v
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse's errors in one line (``mmgen sample: error: ...``) and exit status 2, without the usage block."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-class _LazySubParsers(argparse._SubParsersAction):
-    """Runs a subparser's ``populate`` hook (flags that need torch) only when that subcommand is chosen."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        chosen = self._name_parser_map.get(values[0])
-        populate = getattr(chosen, "populate", None)
-        if populate is not None:
-            chosen.populate = None
-            populate(chosen)
-        super().__call__(parser, namespace, values, option_string)
-
-
-def _lazy(parser: argparse.ArgumentParser, populate) -> argparse.ArgumentParser:
-    parser.populate = populate
-    return parser
 
 
 def _sampler_flags(skip: tuple[str, ...] = ()):
@@ -67,22 +32,6 @@ def _sample_flags(parser: argparse.ArgumentParser) -> None:
     from mmgen.sample.cli import add_arguments
 
     add_arguments(parser)
-
-
-def _check_device(name: str) -> None:
-    """--device: a torch device this machine has, else a one-line error naming what to use."""
-    import torch
-
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"--device {name!r} is not a device; use cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"--device {name}: MPS is not available on this machine; use --device cpu")
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -277,9 +226,9 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="mmgen", description="Autoregressive image/video generation on one shared transformer.")
+    p = OneLineErrorParser(prog="mmgen", description="Autoregressive image/video generation on one shared transformer.")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error (also MMGEN_DEBUG=1)")
-    p.register("action", "parsers", _LazySubParsers)
+    lazy_subparsers(p)
     sub = p.add_subparsers(dest="command", required=True)
 
     q = sub.add_parser("quickstart", help="sample a grid from a shipped model and score it with the shapes judge")
@@ -296,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="typed key=value overrides, e.g. train.steps=100 model_args.transformer.depth=4")
     t.set_defaults(func=_train)
 
-    s = _lazy(sub.add_parser("sample", help="generate images or videos from a checkpoint folder or Hub repo id"), _sample_flags)
+    s = lazy(sub.add_parser("sample", help="generate images or videos from a checkpoint folder or Hub repo id"), _sample_flags)
     s.set_defaults(func=_sample)
 
     d = sub.add_parser("data", help="dataset tools")
@@ -311,9 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     pk.set_defaults(func=_pack)
 
     e = sub.add_parser("eval", help="evaluate a generator")
-    e.register("action", "parsers", _LazySubParsers)
+    lazy_subparsers(e)
     esub = e.add_subparsers(dest="eval_command", required=True)
-    j = _lazy(esub.add_parser("judge", help="shapes-judge accuracy on fresh prompts (video: colour, shape, motion; unified: also captions)"),
+    j = lazy(esub.add_parser("judge", help="shapes-judge accuracy on fresh prompts (video: colour, shape, motion; unified: also captions)"),
               _sampler_flags())
     j.add_argument("--ckpt", required=True)
     j.add_argument("--n", type=int, default=500)
@@ -323,11 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: video for video models; image: text-to-image (unified models: frames=1); caption: image-to-text of a unified model")
     j.add_argument("--frames", type=int, default=None, help="video: frames per clip (default: the model's)")
     j.set_defaults(func=_eval_judge)
-    dg = _lazy(esub.add_parser("digits", help="class-conditional digits: accuracy of a classifier of real digits"), _sampler_flags())
+    dg = lazy(esub.add_parser("digits", help="class-conditional digits: accuracy of a classifier of real digits"), _sampler_flags())
     dg.add_argument("--ckpt", required=True)
     dg.add_argument("--per-class", type=int, default=50)
     dg.set_defaults(func=_eval_digits)
-    fd = _lazy(esub.add_parser("fid", help="FID (and Inception Score) of samples against reference images or statistics"),
+    fd = lazy(esub.add_parser("fid", help="FID (and Inception Score) of samples against reference images or statistics"),
                _sampler_flags(skip=("use_cache",)))  # --cache is fid's statistics folder
     src = fd.add_mutually_exclusive_group(required=True)
     src.add_argument("--samples", help="folder of sample images (or a .npz of statistics / ADM sample batch)")
@@ -393,18 +342,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check_floats(args: argparse.Namespace) -> None:
-    """NaN/inf in any float flag: one error naming it (float flags without ``finite_float`` included)."""
-    for name, v in vars(args).items():
-        if isinstance(v, float) and not math.isfinite(v):
-            raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {v}")
-
-
-def _one_line(e: BaseException) -> str:
-    msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-    return " ".join(str(msg).split())
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -415,14 +352,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     debug = args.debug or os.environ.get("MMGEN_DEBUG", "") not in ("", "0")
     try:
-        _check_floats(args)
+        check_floats(args)
         if getattr(args, "device", None) is not None:
-            _check_device(args.device)
+            check_device(args.device)
         args.func(args)
     except EXPECTED_ERRORS as e:
         if debug:
             raise
-        print(f"mmgen: error: {_one_line(e)}", file=sys.stderr)
+        print(f"mmgen: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mmgen: interrupted", file=sys.stderr)

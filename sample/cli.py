@@ -55,7 +55,7 @@ def sampler_flag(name: str) -> str:
 
 def add_sampler_arguments(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     """One flag per SamplerConfig field (a new field gets a flag by itself); a flag not given keeps the checkpoint's value."""
-    from mmgen.cli import finite_float
+    from mmgen.cli_args import finite_float
 
     hints = typing.get_type_hints(SamplerConfig)
     g = p.add_argument_group("sampler (default: the checkpoint's sampler.json, else SamplerConfig's defaults)")
@@ -72,7 +72,7 @@ def add_sampler_arguments(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from mmgen.cli import finite_float
+    from mmgen.cli_args import finite_float
 
     p.add_argument("--ckpt", required=True, help="pipeline folder (config.json + model.safetensors + tokenizer/) or a Hub repo id")
     g = p.add_mutually_exclusive_group()
