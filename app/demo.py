@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import weakref
+from dataclasses import asdict
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home; the demo works offline
@@ -23,7 +24,7 @@ import gradio as gr  # noqa: E402
 from mmgen.app import handlers as H  # noqa: E402
 from mmgen import SHIPPED  # noqa: E402
 from mmgen.app.models import InputError, ModelInfo, ModelRegistry  # noqa: E402
-from mmgen.sampling import CFG_SCHEDULES  # noqa: E402
+from mmgen.sampling import CFG_SCHEDULES, SamplerConfig  # noqa: E402
 
 __all__ = ["build_app", "launch", "page_style", "mount"]
 
@@ -52,7 +53,7 @@ class _Tab:
         p = "t2v" if video else "t2i"
         models = registry.list(video=video)
         first = registry.default(video=video)
-        rec = H.page_defaults(first) if first else H.page_defaults(ModelInfo(name="", path=Path()))
+        rec = H.page_defaults(first) if first else asdict(SamplerConfig())
         text = first is None or first.cond == "text"
         with gr.Row():
             with gr.Column(scale=1):

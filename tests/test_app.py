@@ -12,7 +12,7 @@ from PIL import Image
 
 import mmgen
 from mmgen.app import handlers as H
-from mmgen.app.models import InputError, ModelInfo, ModelRegistry, scan
+from mmgen.app.models import InputError, ModelRegistry, scan
 from mmgen.app.streaming import GREY, stream_pipeline
 from mmgen.sampling import SamplerConfig
 
