@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import signal
+import sys
 import tempfile
 import threading
+import weakref
+from dataclasses import asdict
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home; the demo works offline
 import gradio as gr  # noqa: E402
 
 from mmgen.app import handlers as H  # noqa: E402
-from mmgen.app.models import SHIPPED, InputError, ModelInfo, ModelRegistry  # noqa: E402
-from mmgen.sampling import CFG_SCHEDULES  # noqa: E402
+from mmgen import SHIPPED  # noqa: E402
+from mmgen.app.models import InputError, ModelInfo, ModelRegistry  # noqa: E402
+from mmgen.sampling import CFG_SCHEDULES, SamplerConfig  # noqa: E402
 
 __all__ = ["build_app", "launch", "page_style", "mount"]
 
@@ -47,7 +53,7 @@ class _Tab:
         p = "t2v" if video else "t2i"
         models = registry.list(video=video)
         first = registry.default(video=video)
-        rec = first.recommended if first else {}
+        rec = H.page_defaults(first) if first else asdict(SamplerConfig())
         text = first is None or first.cond == "text"
         with gr.Row():
             with gr.Column(scale=1):
@@ -74,16 +80,16 @@ class _Tab:
                                             precision=0, visible=video, elem_id=f"{p}-frames", scale=3)
                 with gr.Accordion("Sampler", open=True):
                     with gr.Row():
-                        self.cfg = gr.Number(rec.get("cfg_scale", 1.0), label="CFG scale (1 = off, ≥ 0)", elem_id=f"{p}-cfg")
-                        self.schedule = gr.Dropdown(list(CFG_SCHEDULES), value=rec.get("cfg_schedule", "constant"), label="CFG schedule")
+                        self.cfg = gr.Number(rec["cfg_scale"], label="CFG scale (1 = off, ≥ 0)", elem_id=f"{p}-cfg")
+                        self.schedule = gr.Dropdown(list(CFG_SCHEDULES), value=rec["cfg_schedule"], label="CFG schedule")
                     with gr.Row():
-                        self.temperature = gr.Number(rec.get("temperature", 1.0), label="Temperature (> 0)", elem_id=f"{p}-temperature")
-                        self.top_k = gr.Number(rec.get("top_k", 0), label="Top-k (0 = off)", precision=0, elem_id=f"{p}-top-k")
-                        self.top_p = gr.Number(rec.get("top_p", 1.0), label="Top-p, in (0, 1] (1 = off)", elem_id=f"{p}-top-p")
+                        self.temperature = gr.Number(rec["temperature"], label="Temperature (> 0)", elem_id=f"{p}-temperature")
+                        self.top_k = gr.Number(rec["top_k"], label="Top-k (0 = off)", precision=0, elem_id=f"{p}-top-k")
+                        self.top_p = gr.Number(rec["top_p"], label="Top-p, in (0, 1] (1 = off)", elem_id=f"{p}-top-p")
                     with gr.Row():
-                        self.flow_steps = gr.Number(rec.get("flow_steps", 25), label="Flow steps (flow heads)", precision=0,
+                        self.flow_steps = gr.Number(rec["flow_steps"], label="Flow steps (flow heads)", precision=0,
                                                     visible=bool(first and first.flow))
-                        self.budget = gr.Number(rec.get("token_budget", 0), label="Token budget (FlexTok; 0 = all)", precision=0,
+                        self.budget = gr.Number(rec["token_budget"], label="Token budget (FlexTok; 0 = all)", precision=0,
                                                 visible=bool(first and first.flextok))
                 self.go = gr.Button("Generate", variant="primary", elem_id=f"{p}-generate", interactive=first is not None)
                 examples = H.video_example_prompts() if video else H.example_prompts()
@@ -126,12 +132,12 @@ class _Tab:
             info = self.registry.info(name)
         except InputError as e:
             return [f"**{e}**"] + [gr.skip()] * 11
-        rec, text = info.recommended, info.cond == "text"
+        rec, text = H.page_defaults(info), info.cond == "text"
         return [info.markdown(), gr.update(visible=text), gr.update(visible=text),
                 gr.update(visible=info.cond == "class", choices=self._labels(info), value=0),
-                rec.get("cfg_scale", 1.0), rec.get("cfg_schedule", "constant"), rec.get("temperature", 1.0), rec.get("top_k", 0),
-                rec.get("top_p", 1.0), gr.update(visible=info.flow, value=rec.get("flow_steps", 25)),
-                gr.update(visible=info.flextok, value=rec.get("token_budget", 0)), info.frames or 8]
+                rec["cfg_scale"], rec["cfg_schedule"], rec["temperature"], rec["top_k"],
+                rec["top_p"], gr.update(visible=info.flow, value=rec["flow_steps"]),
+                gr.update(visible=info.flextok, value=rec["token_budget"]), info.frames or 8]
 
     def on_rescan(self):
         self.registry.rescan()
@@ -188,6 +194,8 @@ def build_app(models_dir: str | Path | None = None, concurrency: int = 2, max_qu
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    if models_dir is not None and not Path(models_dir).is_dir():
+        raise FileNotFoundError(f"--models-dir {str(models_dir)!r} is not a folder; give a folder of checkpoint folders (default: the shipped checkpoints/)")
     registry = ModelRegistry(models_dir or SHIPPED, device=device)
     limits = limits or H.Limits()
     outdir = Path(tempfile.mkdtemp(prefix="mmgen-demo-"))
@@ -201,6 +209,9 @@ def build_app(models_dir: str | Path | None = None, concurrency: int = 2, max_qu
             with gr.Tab("Text to video", id="t2v"):
                 video_tab = _Tab(registry, video=True, limits=limits, outdir=outdir)
     demo.mmgen_registry, demo.mmgen_tabs = registry, {"image": image_tab, "video": video_tab}  # for tests and embedding code
+    # the result files go with the app: when it is collected, or at interpreter exit at the latest
+    demo.mmgen_outdir = outdir
+    demo.mmgen_cleanup = weakref.finalize(demo, shutil.rmtree, outdir, ignore_errors=True)
     demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
     first = registry.default(video=False)
     if preload and first is not None and first.ok:
@@ -224,6 +235,8 @@ def launch(host: str = "127.0.0.1", port: int = 7860, models_dir: str | Path | N
            concurrency: int = 2, block: bool = True) -> gr.Blocks:
     """Serve the demo (localhost only unless ``host`` says otherwise) and print its address."""
     demo = build_app(models_dir, concurrency=concurrency)
+    if threading.current_thread() is threading.main_thread():  # SIGTERM (kill, systemd) exits like Ctrl-C: temp files removed
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=True, show_error=True, quiet=True,
                 max_file_size="1mb", **page_style())
     print(f"mmgen demo ready: {demo.local_url}" + (f" (public: {demo.share_url})" if share and demo.share_url else ""), flush=True)

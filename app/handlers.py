@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import shlex
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,9 +20,13 @@ import torch
 
 from mmgen.app.models import InputError, ModelInfo, ModelRegistry
 from mmgen.app.streaming import Done, Partial, stream_pipeline
+from mmgen.images import tile, write_video
+from mmgen.pipeline import SAMPLER_FIELDS
+from mmgen.sample.cli import reproduce_command, short_text
 from mmgen.sampling import CFG_SCHEDULES, SamplerConfig
 
-__all__ = ["Request", "Update", "Limits", "validate", "generate", "settings_record", "grid", "write_gif", "example_prompts", "video_example_prompts", "settings_file", "save_png", "display_scale", "prune"]
+__all__ = ["Request", "Update", "Limits", "validate", "generate", "settings_record", "grid", "write_gif", "example_prompts", "video_example_prompts",
+           "settings_file", "save_png", "display_scale", "prune", "page_defaults"]
 
 
 @dataclass
@@ -104,8 +107,9 @@ def _check_text(pipe: Any, text: str, what: str, limits: Limits) -> None:
         return
     try:  # the model's own tokenizer: unknown words and prompts longer than its context
         make(prompts=[text], batch_size=1)
-    except ValueError as e:
-        raise InputError(f"{what}: {e}") from None
+    except ValueError as e:  # the model's message quotes the text: shortened, never repeated in full
+        msg = str(e) if str(e).startswith(what) else f"{what}: {e}"
+        raise InputError(msg.replace(repr(text), repr(short_text(text)))) from None
 
 
 def validate(req: Request, info: ModelInfo, pipe: Any = None, limits: Limits | None = None) -> tuple[SamplerConfig, dict]:
@@ -119,17 +123,21 @@ def validate(req: Request, info: ModelInfo, pipe: Any = None, limits: Limits | N
     top_p = _number("top-p", req.top_p)
     if not 0 < top_p <= 1:
         raise InputError(f"top-p must be in (0, 1] (1 = off), got {req.top_p!r}")
+    rec = info.recommended  # the page's controls over the checkpoint's sampler.json: fields the page lacks keep it
     try:
-        sampler = SamplerConfig(
+        sampler = replace(
+            rec,
             temperature=_number("temperature", req.temperature, hi=lim.max_temperature),
             top_k=_number("top-k", req.top_k, integer=True, lo=0, hi=10**6),
             top_p=top_p,
             cfg_scale=_number("CFG scale", req.cfg_scale, hi=lim.max_cfg),
             cfg_schedule=req.cfg_schedule,
-            flow_steps=_number("flow steps", req.flow_steps if info.flow else 25, integer=True, lo=1, hi=lim.max_flow_steps),
-            token_budget=_number("token budget", req.token_budget if info.flextok else 0, integer=True, lo=0, hi=10**6),
+            flow_steps=_number("flow steps", req.flow_steps, integer=True, lo=1, hi=lim.max_flow_steps) if info.flow else rec.flow_steps,
+            token_budget=_number("token budget", req.token_budget, integer=True, lo=0, hi=10**6) if info.flextok else rec.token_budget,
             seed=seed,
         )
+        # a control this model does not use keeps the recommended value (the model would refuse a changed one)
+        sampler = replace(sampler, **{f: getattr(rec, f) for f in SAMPLER_FIELDS if f not in (info.sampler_fields or SAMPLER_FIELDS)})
     except ValueError as e:  # SamplerConfig's own message names the value and the allowed range
         raise InputError(str(e)) from None
     kwargs: dict[str, Any] = {"n": n}
@@ -150,17 +158,17 @@ def validate(req: Request, info: ModelInfo, pipe: Any = None, limits: Limits | N
     return sampler, kwargs
 
 
+def page_defaults(info: ModelInfo) -> dict[str, Any]:
+    """What the page's sampler controls show for a model: its recommended settings (sampler.json)."""
+    return asdict(info.recommended)
+
+
 def settings_record(info: ModelInfo, sampler: SamplerConfig, kwargs: dict, images: torch.Tensor, seconds: float) -> dict:
-    """The exact settings of a result, with the command that reproduces it."""
+    """The exact settings of a result, with the ``mmgen sample`` command that reproduces it (image and video)."""
     rel = os.path.relpath(info.path)
     ckpt = rel if not rel.startswith("..") else str(info.path)
-    cmd = ["mmgen", "sample", "--ckpt", ckpt]
-    if "prompt" in kwargs:
-        cmd += ["--prompt", kwargs["prompt"]] + (["--negative-prompt", kwargs["negative_prompt"]] if kwargs.get("negative_prompt") else [])
-    if "label" in kwargs:
-        cmd += ["--label", str(kwargs["label"])]
-    cmd += ["--n", str(kwargs["n"]), "--seed", str(sampler.seed), "--temperature", str(sampler.temperature), "--top-k", str(sampler.top_k),
-            "--top-p", str(sampler.top_p), "--cfg", str(sampler.cfg_scale), "--cfg-schedule", sampler.cfg_schedule]
+    cmd = reproduce_command(ckpt, sampler, info.sampler_fields or tuple(asdict(sampler)), prompt=kwargs.get("prompt"), label=kwargs.get("label"),
+                            negative_prompt=kwargs.get("negative_prompt"), n=kwargs["n"], frames=kwargs.get("frames"))
     return {
         "model": info.name,
         "checkpoint": ckpt,
@@ -175,23 +183,14 @@ def settings_record(info: ModelInfo, sampler: SamplerConfig, kwargs: dict, image
         "output_shape": list(images.shape),
         "num_images": int(images.shape[0]),
         "seconds": round(seconds, 3),
-        "command": shlex.join(cmd) if not info.video else None,
+        "command": cmd,
     }
 
 
-def grid(images: torch.Tensor | np.ndarray, scale: int = 1, pad: int = 2, cols: int = 0) -> np.ndarray:
-    """uint8 ``(B,3,H,W)`` -> one ``(rows*(H*s+pad)+pad, cols*(W*s+pad)+pad, 3)`` picture (nearest upscaling)."""
+def grid(images: torch.Tensor | np.ndarray, scale: int = 1) -> np.ndarray:
+    """uint8 ``(B,3,H,W)`` -> one HWC picture of the samples, nearest-upscaled (``mmgen.images.tile``)."""
     x = torch.as_tensor(images)
-    b, _, h, w = x.shape
-    cols = cols or math.ceil(math.sqrt(b))
-    rows = math.ceil(b / cols)
-    x = x.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
-    hs, ws = h * scale, w * scale
-    out = torch.full((3, rows * (hs + pad) + pad, cols * (ws + pad) + pad), 40, dtype=torch.uint8)
-    for i in range(b):
-        r, c = divmod(i, cols)
-        out[:, pad + r * (hs + pad) : pad + r * (hs + pad) + hs, pad + c * (ws + pad) : pad + c * (ws + pad) + ws] = x[i]
-    return out.permute(1, 2, 0).numpy()
+    return tile(x, nrow=math.ceil(math.sqrt(len(x))), scale=scale, pad_value=40).numpy()
 
 
 def display_scale(image_size: int, target: int = 128) -> int:
@@ -200,14 +199,11 @@ def display_scale(image_size: int, target: int = 128) -> int:
 
 
 def write_gif(video: torch.Tensor, folder: str | Path, scale: int = 1, fps: int = 4) -> Path:
-    """uint8 ``(B,3,T,H,W)`` -> one animated GIF of the sample grid (Pillow via imageio: no ffmpeg needed)."""
-    import imageio.v3 as iio
-
-    frames = [grid(video[:, :, t], scale) for t in range(video.shape[2])]
+    """uint8 ``(B,3,T,H,W)`` -> one animated GIF of the sample grid under a fresh name (``mmgen.images.write_video``)."""
+    frames = torch.stack([torch.from_numpy(grid(video[:, :, t], scale)) for t in range(video.shape[2])])
     fd, name = tempfile.mkstemp(suffix=".gif", prefix="mmgen-", dir=folder)
     os.close(fd)
-    iio.imwrite(name, np.stack(frames), extension=".gif", duration=int(1000 / fps), loop=0)
-    return Path(name)
+    return write_video(frames, name, fps=fps)
 
 
 def _to_numpy(images: torch.Tensor) -> np.ndarray:

@@ -9,17 +9,19 @@ request.
 from __future__ import annotations
 
 import json
-import math
 import struct
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ModelInfo", "ModelRegistry", "InputError", "SHIPPED", "scan", "describe_folder"]
+from mmgen import SHIPPED
+from mmgen.modeling import count_params, module_class
+from mmgen.pipeline import recommended_sampler, sampler_fields
+from mmgen.sampling import SamplerConfig
 
-SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
+__all__ = ["ModelInfo", "ModelRegistry", "InputError", "scan", "describe_folder"]
 PREFERRED = ("shapes-var",)  # selected when the page opens: the quickstart's model, fastest to stream
 MAX_DEPTH = 3  # models_dir/run/model/config.json is the deepest layout a training run writes
 
@@ -57,7 +59,8 @@ class ModelInfo:
     frames: int = 0
     flow: bool = False  # continuous flow head: flow steps apply
     flextok: bool = False  # truncatable 1D tokens: a token budget applies
-    recommended: dict = field(default_factory=dict)  # sampler.json
+    recommended: SamplerConfig = field(default_factory=SamplerConfig)  # sampler.json, read by the pipeline's one reader
+    sampler_fields: tuple[str, ...] = ()  # the SamplerConfig fields this generator uses
 
     @property
     def ok(self) -> bool:
@@ -91,19 +94,11 @@ class ModelInfo:
         rows = [("paradigm", self.paradigm), ("tokenizer", self.tokenizer), ("size", f"{self.params / 1e6:.2f}M parameters"),
                 ("output", f"{self.image_size}×{self.image_size}" + (f", {self.frames} frames" if self.video else "")),
                 ("condition", cond), ("streaming", self.streaming)]
-        if self.recommended:
-            rows.append(("recommended sampler", ", ".join(f"{k}={v}" for k, v in self.recommended.items())))
+        defaults = {f.name: f.default for f in fields(SamplerConfig)}
+        shown = {k: v for k, v in asdict(self.recommended).items()
+                 if k in self.sampler_fields and k != "seed" and (v != defaults[k] or k in ("cfg_scale", "temperature"))}
+        rows.append(("recommended sampler", ", ".join(f"{k}={v}" for k, v in shown.items())))
         return "\n".join([f"| model | {self.name} |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows])
-
-
-def _count_params(weights: Path) -> int:
-    """Parameter count from the safetensors header alone (8-byte length + JSON)."""
-    with weights.open("rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        if n > 100_000_000:
-            raise ValueError("safetensors header is implausibly large")
-        header = json.loads(f.read(n))
-    return sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
 
 
 def describe_folder(path: Path, name: str, shipped: bool = False) -> ModelInfo:
@@ -117,7 +112,7 @@ def describe_folder(path: Path, name: str, shipped: bool = False) -> ModelInfo:
             raise ValueError(f"config.json describes a {meta.get('kind', 'unknown')}, not a generator")
         tok = json.loads((path / "tokenizer" / "config.json").read_text())
         info.tokenizer = str(tok.get("class", "?"))
-        info.params = _count_params(path / "model.safetensors")
+        info.params = count_params(path / "model.safetensors")
         info.image_size = int(cfg.get("image_size", 0))
         info.cond = str(cfg.get("cond", "none"))
         info.num_classes = int(cfg.get("num_classes", 0))
@@ -126,11 +121,11 @@ def describe_folder(path: Path, name: str, shipped: bool = False) -> ModelInfo:
         # video: a (t, h, w) layout, an explicit flag, or a frame count in the config
         info.video = bool(cfg.get("video") or "t" in info.layout or info.layout.get("type") in ("frames", "video") or cfg.get("frames"))
         info.frames = int(cfg.get("frames") or info.layout.get("t") or 0)
+        info.sampler_fields = sampler_fields(module_class(info.generator))  # all fields until the generator declares its own
         heads = json.dumps({k: v for k, v in cfg.items() if "head" in k}).lower()
-        info.flow = "flow" in heads or info.generator in ("XARGenerator",)
-        info.flextok = "flextok" in info.tokenizer.lower() or info.layout.get("type") in ("1d", "flex", "sequence")
-        if (path / "sampler.json").is_file():
-            info.recommended = json.loads((path / "sampler.json").read_text())
+        info.flow = "flow_steps" in info.sampler_fields and ("flow" in heads or info.generator in ("XARGenerator",))
+        info.flextok = "token_budget" in info.sampler_fields and ("flextok" in info.tokenizer.lower() or info.layout.get("type") in ("1d", "flex", "sequence"))
+        info.recommended = recommended_sampler(path)
     except FileNotFoundError as e:
         info.problem = f"missing {Path(e.filename).relative_to(path) if e.filename else 'file'}"
     except (ValueError, KeyError, TypeError, struct.error, OSError) as e:

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import torch
 
-from mmgen.pipeline import to_uint8
+from mmgen.images import to_uint8
 from mmgen.tokens import GridLayout, ScalesLayout, Tokens
 
 __all__ = ["Partial", "Done", "decode_partial", "stream_pipeline", "Cancelled"]

@@ -18,7 +18,6 @@ Every part runs only when its checkpoint is given. Tables print as Markdown.
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -78,12 +77,11 @@ def monotone(values: list[float]) -> bool:
 
 def load_pipe(path: str):
     import mmgen
+    from mmgen.pipeline import SAMPLER_FILE
     from mmgen.sampling import SamplerConfig
 
-    pipe = mmgen.load(path)
-    rec = Path(pipe.path) / "sampler.json"
-    sampler = SamplerConfig(**json.loads(rec.read_text())) if rec.is_file() else SamplerConfig(cfg_scale=1.5, temperature=0.6)
-    return pipe, sampler
+    pipe = mmgen.load(path)  # reads the folder's sampler.json into pipe.sampler
+    return pipe, pipe.sampler if (pipe.path / SAMPLER_FILE).is_file() else SamplerConfig(cfg_scale=1.5, temperature=0.6)
 
 
 def judge(pipe, sampler, n: int) -> dict[str, float]:

@@ -14,9 +14,7 @@ import torch
 
 import mmgen
 from mmgen.eval.generation import digits_accuracy, judge_pipeline
-from mmgen.sample.cli import recommended_sampler
 from mmgen.modeling import write_json_atomic
-from mmgen.sampling import SamplerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,7 +25,8 @@ def load(ckpt: str):
     if not path.is_dir():
         print(f"skip {ckpt}: not found")
         return None
-    return mmgen.load(path), SamplerConfig(**recommended_sampler(path))
+    pipe = mmgen.load(path)
+    return pipe, pipe.sampler  # the folder's sampler.json
 
 
 def main() -> None:

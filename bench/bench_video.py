@@ -19,8 +19,6 @@ import mmgen
 from mmgen.eval.compare import time_pipeline
 from mmgen.eval.video_judge import judge_video_pipeline, video_prompts
 from mmgen.modeling import write_json_atomic
-from mmgen.sample.cli import recommended_sampler
-from mmgen.sampling import SamplerConfig
 
 
 def main() -> None:
@@ -39,7 +37,7 @@ def main() -> None:
         pipe = mmgen.load(ckpt)
         if not pipe.is_video:
             raise SystemExit(f"{ckpt} is not a text-to-video pipeline")
-        sampler = SamplerConfig(**{**recommended_sampler(ckpt), "seed": 0})
+        sampler = pipe.sampler_for(seed=0)  # the folder's sampler.json
         gen = pipe.generator
         row = {"ckpt": str(Path(ckpt)), "generator": type(gen).__name__, "tokens_per_clip": gen.layout.num_tokens,
                "forward_passes": gen.forward_passes(), "params_M": round(gen.num_params() / 1e6, 2),

@@ -1,14 +1,38 @@
-"""mmgen: multimodal autoregressive generation of images and video on one shared transformer."""
-from mmgen.registry import create_generator, create_model, create_tokenizer, list_models
-from mmgen.tokens import GridLayout, ScalesLayout, Tokens
+"""mmgen: multimodal autoregressive generation of images and video on one shared transformer.
+
+Names are imported on first use (PEP 562), so ``import mmgen`` and ``mmgen --help`` do not pay
+for torch until something needs it.
+"""
+from __future__ import annotations
+
+from importlib import import_module
+from pathlib import Path
 
 __version__ = "0.1.0"
 
-__all__ = ["create_generator", "create_model", "create_tokenizer", "list_models", "load", "Tokens", "GridLayout", "ScalesLayout"]
+__all__ = ["create_generator", "create_model", "create_tokenizer", "list_models", "load", "Pipeline", "SamplerConfig",
+           "Tokens", "GridLayout", "ScalesLayout", "SHIPPED"]
+
+SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"  # the checkpoints a source checkout ships
+
+_LAZY = {
+    "create_generator": "mmgen.registry", "create_model": "mmgen.registry", "create_tokenizer": "mmgen.registry",
+    "list_models": "mmgen.registry", "Pipeline": "mmgen.pipeline", "SamplerConfig": "mmgen.sampling",
+    "Tokens": "mmgen.tokens", "GridLayout": "mmgen.tokens", "ScalesLayout": "mmgen.tokens",
+}
 
 
-def load(path, device="cpu"):
-    """Load a generation pipeline (tokenizer + generator) from one checkpoint folder."""
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mmgen' has no attribute {name!r}")
+
+
+def load(path_or_repo_id, device="cpu", **hub_kwargs):
+    """Load a generation pipeline (tokenizer + generator + recommended sampler) from a folder or a Hub repo id.
+
+    The same as ``mmgen.Pipeline.from_pretrained``; ``hub_kwargs``: revision, cache_dir, local_files_only, token.
+    """
     from mmgen.pipeline import Pipeline
 
-    return Pipeline.from_pretrained(path, device=device)
+    return Pipeline.from_pretrained(path_or_repo_id, device=device, **hub_kwargs)

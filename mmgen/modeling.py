@@ -20,7 +20,7 @@ from torch import nn
 
 from mmgen.config import from_dict, to_dict
 
-__all__ = ["ConfigModule", "load_module", "module_class", "atomic_dir", "write_json_atomic"]
+__all__ = ["ConfigModule", "load_module", "module_class", "atomic_dir", "write_json_atomic", "count_params"]
 
 _CLASSES: dict[str, type["ConfigModule"]] = {}
 CONFIG_NAME = "config.json"
@@ -107,6 +107,19 @@ def read_config(path: str | Path) -> dict[str, Any]:
         return json.loads(cfg_file.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{cfg_file} is not valid JSON: {e}") from e
+
+
+def count_params(weights: str | Path) -> int:
+    """Parameter count of a safetensors file from its header alone (8-byte length + JSON): no tensor is read."""
+    import math
+    import struct
+
+    with Path(weights).open("rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        if n > 100_000_000:
+            raise ValueError(f"{weights}: safetensors header of {n} bytes is implausibly large")
+        header = json.loads(f.read(n))
+    return sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
 
 
 def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> ConfigModule:

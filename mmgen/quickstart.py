@@ -33,14 +33,10 @@ def quickstart(ckpt: str | Path, out: str | Path = "out/quickstart.png", n: int 
     import mmgen
     from mmgen.eval.generation import judge_pipeline
     from mmgen.eval.judge import judge
-    from mmgen.sample.cli import recommended_sampler
-    from mmgen.sampling import SamplerConfig
 
-    ckpt = Path(ckpt)
-    if not ckpt.is_dir():
-        raise FileNotFoundError(f"no checkpoint at {ckpt}; the shipped ones live in checkpoints/ of the repository")
-    pipe = mmgen.load(ckpt)
-    sampler = SamplerConfig(**recommended_sampler(ckpt))
+    pipe = mmgen.load(ckpt)  # a missing folder: FileNotFoundError naming it
+    ckpt = pipe.path
+    sampler = pipe.sampler  # the folder's sampler.json, read by the pipeline
     info = pipe.describe()
     print(f"model {ckpt.name}: {info['generator']} on {info['tokenizer']}, {info['params'] / 1e6:.2f}M params, {info['forward_passes']} forward passes per image")
     t0 = time.perf_counter()

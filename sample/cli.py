@@ -11,63 +11,118 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import shlex
+import sys
 import time
-from dataclasses import asdict
+import typing
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import torch
 from einops import rearrange
 from torchvision.utils import make_grid, save_image
 
-from mmgen.sampling import CFG_SCHEDULES, FLOW_SOLVERS, SamplerConfig
+from mmgen.images import tile, write_video
+from mmgen.sampling import SamplerConfig
 
-__all__ = ["add_arguments", "run", "save_samples", "save_videos", "write_video", "sampler_from_args", "recommended_sampler",
-           "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS"]
+__all__ = ["add_arguments", "add_sampler_arguments", "run", "save_samples", "save_videos", "sampler_from_args", "reproduce_command",
+           "short_text", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 VIDEO_EXTENSIONS = (".mp4", ".gif", ".png")
+FLAGS = {"cfg_scale": "--cfg", "use_cache": "--cache"}  # the short names users type; every other field is --field-name
+HELP = {
+    "temperature": "softmax temperature (> 0)",
+    "top_k": "keep the k most likely tokens (0 = off)",
+    "top_p": "nucleus sampling mass in (0, 1] (1 = off)",
+    "cfg_scale": "classifier-free guidance scale (1 = off; also --cfg-scale)",
+    "cfg_schedule": "how guidance grows over generation",
+    "cfg_power": "exponent of the power-cosine guidance schedule",
+    "flow_steps": "ODE/SDE steps per AR step of flow-head models (xAR)",
+    "flow_solver": "euler (ODE) or euler-maruyama (SDE) for flow heads",
+    "token_budget": "flexible-length (FlexTok) models: sample only the first k tokens and decode that prefix (0 = all)",
+    "use_cache": "KV cache (--no-cache recomputes the full sequence every step: slow reference)",
+    "static_cache": "fixed-shape KV buffers (torch.compile / CUDA graphs)",
+    "seed": "random seed: the same seed gives the same samples",
+}
+
+
+def sampler_flag(name: str) -> str:
+    """The command-line flag of a SamplerConfig field."""
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def add_sampler_arguments(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One flag per SamplerConfig field (a new field gets a flag by itself); a flag not given keeps the checkpoint's value."""
+    from mmgen.cli_args import finite_float
+
+    hints = typing.get_type_hints(SamplerConfig)
+    g = p.add_argument_group("sampler (default: the checkpoint's sampler.json, else SamplerConfig's defaults)")
+    for f in (f for f in fields(SamplerConfig) if f.name not in skip):
+        kind, flag = hints[f.name], sampler_flag(f.name)
+        names = [flag] + ([f"--{f.name.replace('_', '-')}"] if flag != f"--{f.name.replace('_', '-')}" and kind is not bool else [])
+        help_ = f"{HELP.get(f.name, f'SamplerConfig.{f.name}')} (default {f.default!r})"
+        if kind is bool:
+            g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        elif typing.get_origin(kind) is typing.Literal:
+            g.add_argument(*names, dest=f.name, choices=typing.get_args(kind), default=None, help=help_)
+        else:
+            g.add_argument(*names, dest=f.name, type=finite_float if kind is float else kind, default=None, metavar=f.name.upper(), help=help_)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ckpt", required=True, help="pipeline folder (config.json + model.safetensors + tokenizer/)")
+    from mmgen.cli_args import finite_float
+
+    p.add_argument("--ckpt", required=True, help="pipeline folder (config.json + model.safetensors + tokenizer/) or a Hub repo id")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--prompt", action="append", help="text prompt (repeat for several prompts)")
     g.add_argument("--label", type=int, action="append", help="class label for class-conditional models (repeatable)")
     g.add_argument("--image", action="append", help="caption this image file with a unified model (repeatable); prints the captions")
     p.add_argument("--negative-prompt", default=None, help="negative prompt used as the CFG unconditional branch")
     p.add_argument("--n", type=int, default=16, help="samples per prompt/label")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="samples.png", help="grid PNG path; video models: .mp4, .gif or .png (frame grid)")
     p.add_argument("--frames", type=int, default=None, help="video models: frames per clip (default: the model's clip length)")
-    p.add_argument("--fps", type=float, default=4.0, help="video models: frames per second of .mp4/.gif")
+    p.add_argument("--fps", type=finite_float, default=4.0, help="video models: frames per second of .mp4/.gif")
     p.add_argument("--scale", type=int, default=4, help="video models: nearest-neighbour upscaling of .mp4/.gif frames")
     p.add_argument("--nrow", type=int, default=0, help="images per grid row (default: sqrt of the count)")
-    p.add_argument("--temperature", type=float, default=None, help="default: the checkpoint's recommended (sampler.json), else 1")
-    p.add_argument("--top-k", type=int, default=None, help="0 = off")
-    p.add_argument("--top-p", type=float, default=None, help="1 = off")
-    p.add_argument("--cfg", type=float, default=None, help="guidance scale (1 = off)")
-    p.add_argument("--cfg-schedule", choices=CFG_SCHEDULES, default=None)
-    p.add_argument("--flow-steps", type=int, default=None, help="ODE/SDE steps per AR step of flow-head models (xAR)")
-    p.add_argument("--flow-solver", choices=FLOW_SOLVERS, default=None, help="euler (ODE) or euler-maruyama (SDE)")
-    p.add_argument("--token-budget", type=int, default=None,
-                   help="flexible-length (FlexTok) models: sample only the first k tokens and decode that prefix (0 = all)")
-    p.add_argument("--no-cache", action="store_true", help="recompute the full sequence every step (slow reference)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: on a terminal)")
     p.add_argument("--device", default="cpu")
+    add_sampler_arguments(p)
 
 
-def sampler_from_args(args: argparse.Namespace, defaults: dict | None = None) -> SamplerConfig:
-    """Command-line values over the checkpoint's recommended sampler settings over the defaults.
+def sampler_from_args(args: argparse.Namespace, base: SamplerConfig | None = None) -> SamplerConfig:
+    """The flags a user gave over ``base`` (the checkpoint's recommended settings).
 
-    Commands that expose only some sampling flags (``mmgen eval``: ``--cfg`` and ``--seed``) pass
-    their namespace too; a flag a command does not have keeps the recommended value.
+    Commands that expose only some flags pass their namespace too: a flag a command does not
+    have keeps the recommended value.
     """
-    d = dict(defaults or {})
-    flags = {"temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "cfg_scale": "cfg", "cfg_schedule": "cfg_schedule",
-             "flow_steps": "flow_steps", "flow_solver": "flow_solver", "token_budget": "token_budget", "seed": "seed"}
-    d.update({k: v for k, flag in flags.items() if (v := getattr(args, flag, None)) is not None})
-    if getattr(args, "no_cache", False):
-        d["use_cache"] = False
-    return SamplerConfig(**d)
+    given = {f.name: v for f in fields(SamplerConfig) if (v := getattr(args, f.name, None)) is not None}
+    for name, v in given.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"{sampler_flag(name)} must be a finite number, got {v}")
+    return replace(base or SamplerConfig(), **given)
+
+
+def reproduce_command(ckpt: str, sampler: SamplerConfig, used: tuple[str, ...], *, prompt: str | None = None, label: int | None = None,
+                      negative_prompt: str | None = None, n: int = 1, frames: int | None = None) -> str:
+    """The ``mmgen sample`` command that makes exactly these samples: every sampler field the model uses, spelled out."""
+    cmd = ["mmgen", "sample", "--ckpt", ckpt]
+    if prompt is not None:
+        cmd += ["--prompt", prompt] + (["--negative-prompt", negative_prompt] if negative_prompt else [])
+    if label is not None:
+        cmd += ["--label", str(label)]
+    cmd += ["--n", str(n)] + (["--frames", str(frames), "--out", "samples.mp4"] if frames is not None else [])
+    for name, v in asdict(sampler).items():
+        if name in used:
+            flag = sampler_flag(name)
+            cmd += [flag if v else "--no-" + flag[2:]] if isinstance(v, bool) else [flag, str(v)]
+    return shlex.join(cmd)
+
+
+def short_text(text: str, limit: int = 80) -> str:
+    """``text`` as is, or its start and its length when it is long (error messages never repeat a 10k-char prompt)."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 def save_samples(images: torch.Tensor, out: str | Path, meta: dict, nrow: int = 0) -> Path:
@@ -85,29 +140,6 @@ def save_samples(images: torch.Tensor, out: str | Path, meta: dict, nrow: int = 
     return meta_path
 
 
-def _tile(frames: torch.Tensor, nrow: int, scale: int) -> torch.Tensor:
-    """uint8 ``(B,3,H,W)`` -> one ``(Hg, Wg, 3)`` uint8 grid, upscaled, even-sized (H.264 needs that)."""
-    x = frames.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
-    grid = make_grid(x, nrow=nrow, padding=2, pad_value=128) if len(x) > 1 else x[0]
-    grid = torch.nn.functional.pad(grid, (0, grid.shape[-1] % 2, 0, grid.shape[-2] % 2))
-    return grid.permute(1, 2, 0).contiguous()
-
-
-def write_video(frames: torch.Tensor, path: str | Path, fps: float = 4.0) -> Path:
-    """uint8 ``(T, H, W, 3)`` -> ``.mp4`` (H.264 via imageio's PyAV plugin) or looping ``.gif`` (Pillow)."""
-    import imageio.v3 as iio
-
-    path = Path(path)
-    ext = path.suffix.lower()
-    if ext == ".mp4":
-        iio.imwrite(path, frames.numpy(), plugin="pyav", fps=fps, codec="libx264")
-    elif ext == ".gif":
-        iio.imwrite(path, frames.numpy(), extension=".gif", duration=int(round(1000 / fps)), loop=0)
-    else:
-        raise ValueError(f"unknown video extension {path.suffix!r}; allowed: .mp4, .gif")
-    return path
-
-
 def save_videos(videos: torch.Tensor, out: str | Path, meta: dict, nrow: int = 0, fps: float = 4.0, scale: int = 4) -> Path:
     """uint8 clips ``(B,3,T,H,W)`` -> ``out`` (.mp4/.gif of the grid, or a .png frame grid) + per-sample files + JSON."""
     out = Path(out)
@@ -119,10 +151,10 @@ def save_videos(videos: torch.Tensor, out: str | Path, meta: dict, nrow: int = 0
         singles = []
     else:
         nrow = nrow or max(1, int(round(b**0.5)))
-        write_video(torch.stack([_tile(videos[:, :, i], nrow, scale) for i in range(t)]), out, meta.get("fps", fps))
+        write_video(torch.stack([tile(videos[:, :, i], nrow, scale, even=True) for i in range(t)]), out, meta.get("fps", fps))
         folder = out.with_suffix("")
         folder.mkdir(exist_ok=True)
-        singles = [str(write_video(torch.stack([_tile(v[None, :, i], 1, scale) for i in range(t)]), folder / f"{k:04d}{out.suffix}", fps))
+        singles = [str(write_video(torch.stack([tile(v[None, :, i], 1, scale, even=True) for i in range(t)]), folder / f"{k:04d}{out.suffix}", fps))
                    for k, v in enumerate(videos)]
     meta_path = out.with_suffix(".json")
     meta_path.write_text(json.dumps({**meta, "files": singles}, indent=2))
@@ -157,10 +189,41 @@ def _caption(pipe, args: argparse.Namespace) -> dict:
     captions = pipe.caption(images)
     for f, c in zip(args.image, captions):
         print(f"{f}: {c}")
-    meta = {"checkpoint": str(Path(args.ckpt).resolve()), "model": pipe.describe(), "images": args.image, "captions": captions}
+    meta = {"checkpoint": str(pipe.path.resolve()), "model": pipe.describe(), "images": args.image, "captions": captions}
     if args.out != "samples.png":
         Path(args.out).with_suffix(".json").write_text(json.dumps(meta, indent=2))
     return meta
+
+
+class Progress:
+    """A tqdm bar fed by the generator's ``callback(step, total, tokens)``; by default on a terminal, after 1 s (short runs stay quiet)."""
+
+    def __init__(self, enabled: bool | None = None, file=None) -> None:
+        self.enabled, self.file, self.bar = enabled, file or sys.stderr, None
+
+    def __call__(self, step: int, total: int, tokens=None) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="step", desc="sampling", delay=1.0 if self.enabled is None else 0, file=self.file,
+                            disable=None if self.enabled is None else not self.enabled, dynamic_ncols=True)
+        if self.bar.total != total:
+            self.bar.reset(total=total)  # a new batch chunk starts
+        self.bar.n = step
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _prompts(args: argparse.Namespace) -> list[str] | None:
+    if not args.prompt:
+        return None
+    for p in args.prompt:
+        if not p.strip():
+            raise ValueError("the prompt is empty: describe the picture, e.g. --prompt 'a large red circle at the top left'")
+    return [p for p in args.prompt for _ in range(args.n)]
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -170,23 +233,30 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError(f"--n must be in [1, 4096], got {args.n}")
     if args.fps <= 0 or args.scale < 1:
         raise ValueError(f"--fps must be > 0 and --scale >= 1, got {args.fps}, {args.scale}")
+    prompts = _prompts(args)
     pipe = mmgen.load(args.ckpt, device=args.device)
     if getattr(args, "image", None):
         return _caption(pipe, args)
     frames = pipe.check_frames(args.frames)
     _check_out(args.out, frames is not None)
-    sampler = sampler_from_args(args, recommended_sampler(args.ckpt))
-    prompts = args.prompt
-    labels = args.label
-    if prompts:
-        prompts = [p for p in prompts for _ in range(args.n)]
-    if labels:
-        labels = [lab for lab in labels for _ in range(args.n)]
+    sampler = sampler_from_args(args, pipe.sampler)
+    labels = [lab for lab in args.label for _ in range(args.n)] if args.label else None
+    progress = Progress(args.progress)
     t0 = time.perf_counter()
-    images = pipe(prompt=prompts, label=labels, n=args.n, sampler=sampler, negative_prompt=args.negative_prompt, **({} if frames is None else {"frames": frames}))
+    try:
+        images = pipe(prompt=prompts, label=labels, n=args.n, sampler=sampler, negative_prompt=args.negative_prompt, callback=progress,
+                      **({} if frames is None else {"frames": frames}))
+    except ValueError as e:  # the model's own checks quote the prompt: never repeat a huge one
+        msg = str(e)
+        for text in {*(args.prompt or []), args.negative_prompt or ""}:
+            if len(text) > 80:
+                msg = msg.replace(repr(text), repr(short_text(text))).replace(text, short_text(text))
+        raise ValueError(msg) from None
+    finally:
+        progress.close()
     seconds = time.perf_counter() - t0
     meta = {
-        "checkpoint": str(Path(args.ckpt).resolve()),
+        "checkpoint": str(pipe.path.resolve()),
         "model": pipe.describe(),
         "prompts": prompts,
         "labels": labels,
@@ -198,15 +268,17 @@ def run(args: argparse.Namespace) -> dict:
     }
     if frames is not None:
         meta.update(frames=frames, fps=args.fps, frames_per_second=round(len(images) * frames / seconds, 3))
-        meta_path = save_videos(images, args.out, meta, args.nrow, args.fps, args.scale)
+        meta_path = _write(save_videos, images, args.out, meta, args.nrow, args.fps, args.scale)
         print(f"wrote {args.out} ({len(images)} clips of {frames} frames, {seconds:.2f}s) and {meta_path}")
         return meta
-    meta_path = save_samples(images, args.out, meta, args.nrow)
+    meta_path = _write(save_samples, images, args.out, meta, args.nrow)
     print(f"wrote {args.out} ({len(images)} images, {seconds:.2f}s) and {meta_path}")
     return meta
 
 
-def recommended_sampler(ckpt: str | Path) -> dict:
-    """Sampler settings the checkpoint's author recommends (``sampler.json`` beside the weights)."""
-    f = Path(ckpt) / "sampler.json"
-    return json.loads(f.read_text()) if f.is_file() else {}
+def _write(save, images: torch.Tensor, out: str, *args) -> Path:
+    """Save the results; a read-only folder or a full disk is one message naming the output, not a traceback."""
+    try:
+        return save(images, out, *args)
+    except OSError as e:
+        raise OSError(f"cannot write the samples to {out!r}: {e.strerror or e}" + (f" ({e.filename})" if e.filename else "")) from None

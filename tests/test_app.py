@@ -12,7 +12,7 @@ from PIL import Image
 
 import mmgen
 from mmgen.app import handlers as H
-from mmgen.app.models import InputError, ModelInfo, ModelRegistry, scan
+from mmgen.app.models import InputError, ModelRegistry, scan
 from mmgen.app.streaming import GREY, stream_pipeline
 from mmgen.sampling import SamplerConfig
 
@@ -179,48 +179,66 @@ def test_grid_and_display_scale():
     assert np.array_equal(g[2:130:4, 2:130:4].transpose(2, 0, 1), imgs[0].numpy())
 
 
-# --- video path (no video checkpoint yet: a fake pipeline with the promised contract) ----------
+# --- video path: the shipped video checkpoint, as the page runs it ------------------------------
 
-class FakeVideoPipe:
-    """(B,3,T,H,W) uint8 from ``pipe(prompt=..., n=..., frames=T)``; one partial per frame block."""
-
-    def __init__(self):
-        self.calls = []
-
-    def __call__(self, prompt=None, n=1, sampler=None, callback=None, negative_prompt=None, frames=8, **kw):
-        self.calls.append(dict(prompt=prompt, n=n, frames=frames, seed=sampler.seed))
-        video = torch.zeros(n, 3, frames, 16, 16, dtype=torch.uint8)
-        for t in range(frames):
-            video[:, 0, t, :, t : t + 4] = 255  # a red bar moving right
-            callback(t + 1, frames, video[:, :, : t + 1])
-        return video
-
-    def decode_partial(self, partial, step):
-        return partial
+VIDEO = "shapes-video-nbp"
 
 
-@pytest.fixture
-def video_registry(tmp_path):
-    reg = ModelRegistry(tmp_path)
-    info = ModelInfo(name="fake-video", path=tmp_path, generator="VideoGenerator", tokenizer="VQ3D", params=1, image_size=16,
-                     cond="text", video=True, frames=6)
-    reg.put(info, FakeVideoPipe())
-    return reg
-
-
-def test_video_streams_frames_and_writes_a_gif(video_registry, tmp_path):
+def test_video_streams_frames_and_writes_a_gif(registry, tmp_path):
     import imageio.v3 as iio
 
-    ups = list(H.generate(video_registry, req(model="fake-video", prompt="a red square moving right", frames=5), video=True, min_interval=0))
-    assert [u.step for u in ups[:-1]] == [1, 2, 3, 4, 5] and ups[-1].images.shape == (2, 5, 16, 16, 3)
-    assert ups[-1].settings["task"] == "text-to-video" and ups[-1].settings["frames"] == 5
-    gif = H.write_gif(torch.from_numpy(ups[-1].images).movedim(-1, 1), tmp_path, scale=2)
+    info = registry.info(VIDEO)
+    rec = H.page_defaults(info)
+    r = req(model=VIDEO, prompt="a red circle moving right", frames=5, cfg_scale=rec["cfg_scale"], temperature=rec["temperature"])
+    ups = list(H.generate(registry, r, video=True, min_interval=0))
+    steps = [u.step for u in ups[:-1]]
+    assert steps == sorted(steps) and steps[-1] == ups[0].total and len(steps) > 5  # in order, to the last step
+    final = ups[-1]
+    assert final.images.shape == (2, 5, 32, 32, 3) and final.images.dtype == np.uint8
+    assert (final.images[:, 0] != final.images[:, -1]).any()  # it moves
+    s = final.settings
+    assert s["task"] == "text-to-video" and s["frames"] == 5 and "--frames 5" in s["command"] and "--out samples.mp4" in s["command"]
+    again = registry.get(VIDEO)(prompt="a red circle moving right", n=2, frames=5, sampler=SamplerConfig(**s["sampler"]))
+    assert np.array_equal(again.permute(0, 2, 3, 4, 1).numpy(), final.images)  # the recorded settings reproduce it
+    gif = H.write_gif(torch.from_numpy(final.images).permute(0, 4, 1, 2, 3), tmp_path, scale=2)
     frames = iio.imread(gif, index=None)
-    assert frames.shape[:3] == (5, 36, 70)  # 5 frames of a 1x2 grid of 32-px (2x) samples
+    assert frames.shape[:3] == (5, 68, 134)  # 5 frames of a 1x2 grid of 64-px (2x) samples, 2-px borders
     with pytest.raises(InputError, match="frames must be in"):
-        list(H.generate(video_registry, req(model="fake-video", frames=1000), video=True))
+        list(H.generate(registry, req(model=VIDEO, frames=1000), video=True))
     with pytest.raises(InputError, match="not a image model"):
-        list(H.generate(video_registry, req(model="fake-video")))
+        list(H.generate(registry, req(model=VIDEO)))
+
+
+def test_video_tab_runs_the_real_model_end_to_end(demo):
+    tab = demo.mmgen_tabs["video"]
+    outs = list(tab.run(VIDEO, "a blue square moving up", "", 0, 0, 1, 2.0, "constant", 1.0, 0, 1.0, 25, 0, 3))
+    status, live, gif, settings, file = outs[-1]
+    assert status.startswith("**done") and Path(gif).suffix == ".gif" and settings["frames"] == 3
+    assert json.loads(Path(file).read_text())["command"] == settings["command"]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SHIPPED.iterdir() if (p / "config.json").is_file()))
+def test_reproduce_command_is_complete_for_every_model(registry, name):
+    """The page's command, parsed by the CLI, gives back exactly the sampler, count, frames and condition it recorded."""
+    import shlex
+    from dataclasses import asdict
+
+    from mmgen.cli import build_parser
+    from mmgen.sample.cli import sampler_from_args
+
+    info = registry.info(name)
+    rec = H.page_defaults(info)
+    r = req(model=name, label=3, seed=11, cfg_scale=2.5, temperature=0.9, top_k=4, top_p=0.95, cfg_schedule="linear",
+            flow_steps=7, token_budget=5 if info.flextok else 0, frames=3 if info.video else None)
+    sampler, kwargs = H.validate(r, info)
+    s = H.settings_record(info, sampler, kwargs, torch.zeros(2, 3, 32, 32, dtype=torch.uint8), 1.0)
+    argv = shlex.split(s["command"])
+    assert argv[:2] == ["mmgen", "sample"]
+    args = build_parser().parse_args(argv[1:])
+    assert asdict(sampler_from_args(args, info.recommended)) == s["sampler"] == asdict(sampler)
+    assert sampler.flow_steps == (7 if info.flow else rec["flow_steps"])
+    assert args.n == 2 and args.frames == kwargs.get("frames") and args.seed == 11
+    assert (args.prompt == [PROMPT]) if info.cond == "text" else (args.label == [3])
 
 
 # --- the gradio app ---------------------------------------------------------------------------
@@ -275,3 +293,53 @@ def test_cli_demo_defaults_bind_localhost():
 
     a = build_parser().parse_args(["demo"])
     assert (a.host, a.port, a.share, a.concurrency) == ("127.0.0.1", 7860, "false", 2) and Path(a.models_dir) == SHIPPED.resolve()
+
+
+def test_demo_temp_folder_is_removed_with_the_app(tmp_path):
+    from mmgen.app import build_app
+
+    shutil.copytree(SHIPPED / "shapes-var", tmp_path / "m" / "shapes-var")
+    app = build_app(tmp_path / "m", preload=False)
+    out = app.mmgen_outdir
+    assert out.is_dir() and out.name.startswith("mmgen-demo-")
+    app.mmgen_cleanup()
+    assert not out.exists()
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        build_app(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_mmgen_demo_removes_its_temp_folder_at_exit(tmp_path, sig):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    (tmp_path / "tmp").mkdir()
+    shutil.copytree(SHIPPED / "shapes-var", tmp_path / "m" / "shapes-var")
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp"), "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
+    proc = subprocess.Popen([sys.executable, "-m", "mmgen.cli", "demo", "--port", str(port), "--models-dir", str(tmp_path / "m")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        for line in proc.stdout:
+            if "mmgen demo ready" in line:
+                break
+        assert list((tmp_path / "tmp").glob("mmgen-demo-*")), "the demo made its folder"
+        proc.send_signal(getattr(signal, sig))
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not list((tmp_path / "tmp").glob("mmgen-demo-*"))
+
+
+def test_a_long_prompt_is_not_repeated_in_the_message(registry):
+    long = "a red circle " * 35  # under the page's 500-character cap, far over the model's text context
+    with pytest.raises(InputError) as err:
+        list(H.generate(registry, req(prompt=long)))
+    msg = str(err.value)
+    assert "text context holds" in msg and f"({len(long.strip())} characters)" in msg and len(msg) < 300 and not msg.startswith("prompt: prompt")

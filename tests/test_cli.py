@@ -110,3 +110,137 @@ def test_sample_cli_token_budget(text_ckpt, tmp_path, capsys):
     assert main(["sample", "--ckpt", str(text_ckpt), "--prompt", "a small red circle at the top", "--n", "1",
                  "--token-budget", "3", "--out", str(tmp_path / "g.png")]) == 2
     assert "needs a truncatable 1D sequence" in capsys.readouterr().err
+
+
+# --- flags from SamplerConfig, recommended settings, errors ------------------------------------
+
+def test_help_imports_no_torch():
+    """`mmgen --help` stays fast because no subcommand's heavy imports run (timing lives in bench, not here)."""
+    import subprocess
+    import sys
+
+    code = "import sys\nfrom mmgen.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "sample" in out and out.strip().endswith("False")
+
+
+def test_every_sampler_field_has_a_flag_and_unset_flags_stay_none():
+    from dataclasses import fields
+
+    from mmgen.cli import build_parser
+    from mmgen.sample.cli import sampler_from_args
+    from mmgen.sampling import SamplerConfig
+
+    args = build_parser().parse_args(["sample", "--ckpt", "x", "--cfg-power", "3", "--static-cache", "--no-cache",
+                                      "--flow-solver", "euler-maruyama", "--cfg-scale", "2"])
+    assert all(hasattr(args, f.name) for f in fields(SamplerConfig))
+    s = sampler_from_args(args, SamplerConfig(temperature=0.7, top_k=5))
+    assert (s.cfg_power, s.static_cache, s.use_cache, s.flow_solver, s.cfg_scale) == (3.0, True, False, "euler-maruyama", 2.0)
+    assert (s.temperature, s.top_k) == (0.7, 5)  # not given: the base (recommended) values
+
+
+def test_sample_cli_keeps_the_checkpoints_recommended_settings(text_ckpt, tmp_path):
+    import shutil
+
+    ckpt = tmp_path / "rec"
+    shutil.copytree(text_ckpt, ckpt)
+    (ckpt / "sampler.json").write_text(json.dumps({"temperature": 0.7, "top_k": 5, "cfg_scale": 3.0}))
+    assert main(["sample", "--ckpt", str(ckpt), "--prompt", "a small red circle at the top", "--n", "1", "--cfg", "2", "--out", str(tmp_path / "r.png")]) == 0
+    s = json.loads((tmp_path / "r.json").read_text())["sampler"]
+    assert (s["temperature"], s["top_k"], s["cfg_scale"]) == (0.7, 5, 2.0)
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--cfg", "nan"], "--cfg/--cfg-scale: must be a finite number, got 'nan'"),
+    (["--cfg", "inf"], "must be a finite number, got 'inf'"),
+    (["--temperature=-inf"], "--temperature: must be a finite number"),
+    (["--cfg-power", "nan"], "--cfg-power: must be a finite number"),
+    (["--fps", "nan"], "--fps: must be a finite number"),
+    (["--top-p", "abc"], "must be a number, got 'abc'"),
+])
+def test_nan_and_inf_flags_are_one_line_errors(text_ckpt, tmp_path, capsys, args, msg):
+    with pytest.raises(SystemExit) as e:
+        main(["sample", "--ckpt", str(text_ckpt), "--prompt", "a small red circle at the top", "--out", str(tmp_path / "x.png"), *args])
+    assert e.value.code == 2 and msg in _one_line(capsys)
+
+
+@pytest.mark.parametrize("device, msg", [("foo", "--device 'foo' is not a device"), ("cuda", "CUDA is not available"), ("cuda:7", "CUDA")])
+def test_bad_device_is_a_one_line_error(text_ckpt, tmp_path, capsys, device, msg):
+    if device.startswith("cuda") and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has that CUDA device")
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["sample", "--ckpt", str(text_ckpt), "--prompt", "a red circle", "--device", device, "--out", str(tmp_path / "x.png")]) == 2
+    assert msg in _one_line(capsys)
+
+
+def test_empty_and_huge_prompts_are_short_one_line_errors(text_ckpt, tmp_path, capsys):
+    assert main(["sample", "--ckpt", str(text_ckpt), "--prompt", "  ", "--out", str(tmp_path / "x.png")]) == 2
+    assert "the prompt is empty" in _one_line(capsys)
+    huge = "a red circle " * 800
+    assert main(["sample", "--ckpt", str(text_ckpt), "--prompt", huge, "--out", str(tmp_path / "x.png")]) == 2
+    err = _one_line(capsys)
+    assert "text context holds" in err and f"({len(huge)} characters)" in err and len(err) < 400
+
+
+def test_unwritable_output_is_a_one_line_error(text_ckpt, tmp_path, capsys, monkeypatch):
+    (tmp_path / "file").write_text("not a folder")
+    base = ["sample", "--ckpt", str(text_ckpt), "--prompt", "a small red circle at the top", "--n", "1"]
+    assert main([*base, "--out", str(tmp_path / "file" / "x.png")]) == 2
+    assert "cannot write the samples to" in _one_line(capsys)
+    import errno
+
+    import mmgen.sample.cli as sample_cli
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sample_cli, "save_image", full)  # a full disk, without filling one
+    assert main([*base, "--out", str(tmp_path / "ok.png")]) == 2
+    assert "No space left on device" in _one_line(capsys)
+
+
+def test_read_only_output_folder(text_ckpt, tmp_path, capsys):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    assert main(["sample", "--ckpt", str(text_ckpt), "--prompt", "a small red circle at the top", "--n", "1", "--out", str(ro / "x.png")]) == 2
+    assert "Permission denied" in _one_line(capsys)
+
+
+def test_debug_shows_the_traceback(text_ckpt, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="the prompt is empty"):
+        main(["--debug", "sample", "--ckpt", str(text_ckpt), "--prompt", "", "--out", str(tmp_path / "x.png")])
+    monkeypatch.setenv("MMGEN_DEBUG", "1")
+    with pytest.raises(ValueError, match="the prompt is empty"):
+        main(["sample", "--ckpt", str(text_ckpt), "--prompt", "", "--out", str(tmp_path / "x.png")])
+
+
+def test_progress_bar_follows_the_generator_callback(text_ckpt, tmp_path, capsys):
+    assert main(["sample", "--ckpt", str(text_ckpt), "--prompt", "a small red circle at the top", "--n", "1", "--progress", "--out", str(tmp_path / "p.png")]) == 0
+    err = capsys.readouterr().err
+    assert "sampling" in err and "64/64" in err  # one step per token of the 8x8 grid
+    assert main(["sample", "--ckpt", str(text_ckpt), "--prompt", "a small red circle at the top", "--n", "1", "--no-progress", "--out", str(tmp_path / "q.png")]) == 0
+    assert "sampling" not in capsys.readouterr().err
+
+
+def test_a_hub_id_not_in_the_cache_offline_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["sample", "--ckpt", "nobody/not-a-model", "--prompt", "a red circle", "--out", str(tmp_path / "x.png")]) == 2
+    assert "HF_HUB_OFFLINE" in _one_line(capsys)
+
+
+def test_demo_with_a_missing_models_dir_fails_at_start(tmp_path, capsys):
+    assert main(["demo", "--models-dir", str(tmp_path / "missing")]) == 2
+    err = _one_line(capsys)
+    assert "--models-dir" in err and "is not a folder" in err
