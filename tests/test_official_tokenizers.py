@@ -1,0 +1,249 @@
+"""Official tokenizers (VAR VQVAE, LlamaGen VQ-16, RAR's MaskGIT-VQ) load into mmgen with parity.
+
+Parity fixtures are the official modules' own outputs (``../shared/fixtures/parity``, see its
+README); the round-trip tests build configurations the fixtures do not have, so the converter
+cannot lean on the fixture sizes; the manifests (``tests/manifests``) are the key -> shape lists
+of the official modules at the published sizes.
+"""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import mmgen
+from mmgen.convert import tokenizers as conv
+from mmgen.modeling import load_module
+from mmgen.tokens import GridLayout, ScalesLayout, Tokens
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
+
+REPO = Path(__file__).parents[1]
+MANIFESTS = REPO / "tests" / "manifests"
+
+
+def _fixtures_dir() -> Path | None:
+    """``shared/fixtures/parity`` beside the checkout (``../shared``), or beside a folder holding worktrees."""
+    for base in (REPO.parent, REPO.parent.parent):
+        d = base / "shared" / "fixtures" / "parity"
+        if d.is_dir():
+            return d
+    return None
+
+
+FIXTURES = _fixtures_dir()
+needs_fixtures = pytest.mark.skipif(FIXTURES is None, reason=f"parity fixtures not found at {REPO.parent / 'shared/fixtures/parity'}")
+
+
+def _fixture(name: str):
+    if not (FIXTURES / f"{name}.safetensors").is_file():
+        pytest.skip(f"parity fixture {name} missing in {FIXTURES}")
+    meta = json.loads((FIXTURES / f"{name}.json").read_text())
+    return load_file(str(FIXTURES / f"{name}.safetensors")), load_file(str(FIXTURES / f"{name}_io.safetensors")), meta
+
+
+def _maxdiff(a: torch.Tensor, b: torch.Tensor) -> float:
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return (a.float() - b.float()).abs().max().item()
+
+
+# ----------------------------------------------------------------------------- fixture parity
+@pytest.fixture(scope="module")
+def var_vqvae():
+    if FIXTURES is None:
+        pytest.skip("parity fixtures not found")
+    state, io, meta = _fixture("var_vqvae")
+    return conv.convert_var_vqvae(state, meta["constructor"]), io
+
+
+@needs_fixtures
+def test_var_vqvae_parity(var_vqvae):
+    tok, io = var_vqvae
+    img = io["img"]
+    with torch.no_grad():
+        f = tok.quant_conv(tok.encoder(img))
+        assert _maxdiff(f, io["f"]) <= 1e-4
+        tokens = tok.encode(img)
+        assert tokens.layout == ScalesLayout((1, 2, 3, 4, 5, 6, 8, 10, 13, 16)) and tokens.ids.shape == (2, 680)
+        assert torch.equal(tokens.ids, io["idx"]), f"{int((tokens.ids != io['idx']).sum())} of 680x2 indices differ"
+        f_hat, per_scale = tok.empty_fhat(2), []  # the sampling path: f_hat after each scale
+        for si, ids in enumerate(tok.layout.split(io["idx"])):
+            f_hat, _ = tok.next_scale_input(si, f_hat, ids)
+            per_scale.append(f_hat)
+        assert _maxdiff(torch.stack(per_scale, 1), io["fhat"]) <= 1e-5
+        assert _maxdiff(tok._decode_latent(io["fhat"][:, -1]), io["recon_unclamped"]) <= 1e-4
+        assert _maxdiff(tok.decode(tokens), io["recon_unclamped"].clamp(-1, 1)) <= 1e-4
+        assert _maxdiff(tok.ids_to_var_input(io["idx"]), io["var_input"]) <= 1e-5
+
+
+@needs_fixtures
+def test_var_vqvae_training_loss_matches(var_vqvae):
+    tok, io = var_vqvae
+    tok.train()
+    try:
+        q = tok.quantize(io["img"])
+    finally:
+        tok.eval()
+    assert abs(q.loss.item() - io["fwd_vq_loss"].item()) <= 1e-5 * io["fwd_vq_loss"].item()
+
+
+@needs_fixtures
+def test_llamagen_vq16_parity():
+    state, io, meta = _fixture("llamagen_vq16")
+    args = {**meta["model_args_resolved"], "ch": meta["encoder_decoder_ch_override"], "image_size": io["img"].shape[-1]}
+    tok = conv.convert_llamagen_vq(state, args)
+    img = io["img"]
+    with torch.no_grad():
+        h = tok.encoder(img)
+        assert _maxdiff(h, io["enc_h"]) <= 1e-4
+        assert _maxdiff(tok.quant_conv(h), io["z"]) <= 1e-4
+        q = tok.quantize(img)
+        assert torch.equal(q.ids, io["codes"].flatten(1))
+        assert _maxdiff(q.quantized, io["quant"]) <= 1e-5
+        assert _maxdiff(tok._decode_latent(io["quant"]), io["dec"]) <= 1e-4
+        tokens = tok.encode(img)
+        assert tokens.layout == GridLayout(8, 8)
+        assert _maxdiff(tok.decode(tokens), io["dec"].clamp(-1, 1)) <= 1e-4
+    tok.train()
+    logs = tok.quantize(img).logs
+    assert abs(logs["codebook_loss"].item() - io["train_vq_loss"].item()) <= 1e-6
+    assert abs(tok.config.beta * logs["commit_loss"].item() - io["train_commit_loss"].item()) <= 1e-6
+
+
+@needs_fixtures
+def test_inferred_args_match_the_fixture_constructors():
+    state, _, meta = _fixture("var_vqvae")
+    got = conv.infer_var_vqvae_args(state)
+    for k in ("vocab_size", "z_channels", "ch", "quant_conv_ks", "share_quant_resi", "v_patch_nums"):
+        assert got[k] == meta["constructor"][k], k
+    state, _, meta = _fixture("llamagen_vq16")
+    got = conv.infer_llamagen_vq_args(state)
+    assert got["ch"] == meta["encoder_decoder_ch_override"]
+    for k in ("codebook_size", "codebook_embed_dim", "z_channels", "encoder_ch_mult", "decoder_ch_mult"):
+        assert got[k] == meta["model_args_resolved"][k], k
+
+
+# ----------------------------------------------------------------------------- other sizes: round trip
+def _perturbed(tok):
+    """Non-default weights everywhere, so a misplaced tensor cannot go unnoticed."""
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in tok.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return tok.eval()
+
+
+VAR_SMALL = [  # (official VQVAE kwargs + ch_mult / num_res_blocks, which VAR fixes in its code)
+    dict(ch=64, ch_mult=(1, 2, 2), num_res_blocks=1, vocab_size=300, z_channels=16, quant_conv_ks=1,
+         share_quant_resi=4, v_patch_nums=(1, 2, 3, 5, 8)),
+    dict(ch=32, ch_mult=(1, 2), num_res_blocks=2, vocab_size=77, z_channels=8, quant_conv_ks=3,
+         share_quant_resi=1, v_patch_nums=(1, 3, 4, 6, 9, 16)),
+    dict(ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, vocab_size=128, z_channels=12, quant_conv_ks=3,
+         share_quant_resi=0, default_qresi_counts=3, v_patch_nums=(2, 4, 8), using_sa=False),
+]
+
+
+@pytest.mark.parametrize("args", VAR_SMALL, ids=["qsr4", "qsr1", "qsr0"])
+def test_var_vqvae_round_trip_other_sizes(args):
+    tok = _perturbed(conv.var_vqvae_from_args(args))
+    official = conv.var_vqvae_to_official(tok, share_quant_resi=args["share_quant_resi"])
+    inferred = conv.infer_var_vqvae_args(official)
+    for k in ("ch", "num_res_blocks", "vocab_size", "z_channels", "quant_conv_ks", "share_quant_resi"):
+        assert inferred[k] == args[k], k
+    assert tuple(inferred["ch_mult"]) == args["ch_mult"]
+    back = conv.convert_var_vqvae(official, {"v_patch_nums": args["v_patch_nums"]})  # the one thing shapes cannot tell
+    assert back.config == tok.config
+    ref = tok.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in back.state_dict().items())
+    x = torch.rand(2, 3, tok.image_size, tok.image_size) * 2 - 1
+    assert torch.equal(back.encode(x).ids, tok.encode(x).ids)
+
+
+@pytest.mark.parametrize("args", [
+    dict(ch=64, encoder_ch_mult=(1, 2), num_res_blocks=1, z_channels=16, codebook_size=100, codebook_embed_dim=4, image_size=32),
+    dict(ch=32, encoder_ch_mult=(1, 1, 2), num_res_blocks=2, z_channels=24, codebook_size=513, codebook_embed_dim=6, image_size=16),
+])
+@pytest.mark.parametrize("usage_buffer", [True, False])
+def test_llamagen_vq_round_trip_other_sizes(args, usage_buffer):
+    tok = _perturbed(conv.llamagen_vq_from_args(args))
+    official = conv.llamagen_vq_to_official(tok, codebook_show_usage=usage_buffer)
+    assert ("quantize.codebook_used" in official) == usage_buffer
+    inferred = conv.infer_llamagen_vq_args(official)
+    assert tuple(inferred["encoder_ch_mult"]) == tuple(inferred["decoder_ch_mult"]) == args["encoder_ch_mult"]
+    back = conv.convert_llamagen_vq(official, {"image_size": args["image_size"]})
+    assert back.config == tok.config
+    ref = tok.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in back.state_dict().items())
+
+
+@pytest.mark.parametrize("args", [
+    dict(hidden_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, z_channels=16, num_embeddings=64, embedding_dim=16, resolution=32),
+    dict(hidden_channels=64, channel_mult=(1, 1), num_res_blocks=2, z_channels=8, num_embeddings=33, embedding_dim=8, resolution=16),
+])
+def test_maskgit_vq_round_trip_other_sizes(args):
+    tok = _perturbed(conv.maskgit_vq_from_args(args))
+    official = conv.maskgit_vq_to_official(tok)
+    back = conv.convert_maskgit_vq(official, {"resolution": args["resolution"]})
+    assert back.config == tok.config
+    ref = tok.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in back.state_dict().items())
+
+
+def test_conversion_errors_name_the_problem():
+    tok = conv.var_vqvae_from_args(VAR_SMALL[0])
+    official = conv.var_vqvae_to_official(tok)
+    with pytest.raises(KeyError, match="no place"):
+        conv.convert_var_vqvae({**official, "extra.weight": torch.zeros(1)}, {"v_patch_nums": (1, 2, 3, 5, 8)})
+    missing = dict(official)
+    missing.pop("decoder.conv_in.weight")
+    with pytest.raises(KeyError, match="decoder.conv_in.weight"):
+        conv.convert_var_vqvae(missing, {"v_patch_nums": (1, 2, 3, 5, 8)})
+    with pytest.raises(ValueError, match="v_patch_nums"):
+        conv.convert_var_vqvae(official)  # 5 scales: the patch numbers cannot be guessed
+    with pytest.raises(ValueError, match="using_znorm"):
+        conv.var_vqvae_from_args({"using_znorm": True})
+
+
+# ----------------------------------------------------------------------------- official sizes
+@pytest.mark.parametrize("preset,to_official,manifest", [
+    ("msvq-var", conv.var_vqvae_to_official, "var_vae_ch160v4096z32"),
+    ("vq-f16-llamagen", conv.llamagen_vq_to_official, "llamagen_vq_ds16_c2i"),
+    ("maskgit-vq-f16", conv.maskgit_vq_to_official, "maskgit_vqgan_imagenet_f16_256"),
+])
+def test_official_size_presets_match_manifests(preset, to_official, manifest):
+    expected = json.loads((MANIFESTS / f"{manifest}.json").read_text())["keys"]
+    with torch.device("meta"):
+        tok = mmgen.create_tokenizer(preset)
+        official = to_official(tok)
+    got = {k: list(v.shape) for k, v in official.items()}
+    assert sorted(set(got) ^ set(expected)) == []
+    assert {k: v for k, v in got.items() if v != expected[k]} == {}
+
+
+# ----------------------------------------------------------------------------- the tokenizer contract
+@pytest.mark.parametrize("build,args,layout", [
+    (conv.var_vqvae_from_args, VAR_SMALL[0], ScalesLayout((1, 2, 3, 5, 8))),
+    (conv.llamagen_vq_from_args, dict(ch=32, encoder_ch_mult=(1, 2), num_res_blocks=1, z_channels=16, codebook_size=64, codebook_embed_dim=4, image_size=32), GridLayout(16, 16)),
+    (conv.maskgit_vq_from_args, dict(hidden_channels=32, channel_mult=(1, 2), num_res_blocks=1, z_channels=8, num_embeddings=64, embedding_dim=8, resolution=32), GridLayout(16, 16)),
+])
+def test_converted_tokenizers_keep_the_contract(build, args, layout, tmp_path):
+    tok = _perturbed(build(args))
+    x = torch.rand(2, 3, tok.image_size, tok.image_size) * 2 - 1
+    tokens = tok.encode(x)
+    assert isinstance(tokens, Tokens) and tokens.layout == layout == tok.layout
+    pixels = tok.decode(tokens)
+    assert pixels.shape == x.shape and pixels.min() >= -1 and pixels.max() <= 1
+    tok.save_pretrained(tmp_path / "tok")
+    again = load_module(tmp_path / "tok")
+    assert type(again) is type(tok) and again.config == tok.config
+    assert torch.equal(again.encode(x).ids, tokens.ids)
+    assert torch.equal(again.decode(tokens), pixels)
+    if isinstance(layout, ScalesLayout):  # VAR's helpers: teacher forcing == the sampling steps
+        inputs, f_hat = [], tok.empty_fhat(2)
+        for si, ids in enumerate(layout.split(tokens.ids)):
+            f_hat, nxt = tok.next_scale_input(si, f_hat, ids)
+            if nxt is not None:
+                inputs.append(nxt)
+        assert torch.equal(tok.ids_to_var_input(tokens), torch.cat(inputs, 1))
+        assert torch.equal(tok.decode_fhat(f_hat), pixels)
