@@ -17,6 +17,8 @@ from mmgen.convert import tokenizers as conv
 from mmgen.modeling import load_module
 from mmgen.tokens import GridLayout, ScalesLayout, Tokens
 
+from maskgit_recipe import recipe_weights
+
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 REPO = Path(__file__).parents[1]
@@ -247,3 +249,21 @@ def test_converted_tokenizers_keep_the_contract(build, args, layout, tmp_path):
                 inputs.append(nxt)
         assert torch.equal(tok.ids_to_var_input(tokens), torch.cat(inputs, 1))
         assert torch.equal(tok.decode_fhat(f_hat), pixels)
+
+
+def test_maskgit_vq_parity():
+    """Outputs of the official MaskGIT-VQGAN on recipe weights (tests/fixtures/maskgit_vq_tiny.json)."""
+    meta = json.loads((REPO / "tests/fixtures/maskgit_vq_tiny.json").read_text())
+    io = load_file(str(REPO / "tests/fixtures/maskgit_vq_tiny_io.safetensors"))
+    args = {**meta["config"], "num_embeddings": meta["num_embeddings"], "embedding_dim": meta["embedding_dim"]}
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in conv.maskgit_vq_to_official(conv.maskgit_vq_from_args(args)).items()}
+    w = meta["weights"]
+    tok = conv.convert_maskgit_vq(recipe_weights(shapes, w["seed"], w["codebook_std"]), {"resolution": meta["config"]["resolution"]})
+    x = io["img01"] * 2 - 1  # mmgen pixels are [-1, 1]; MaskGIT's are [0, 1]
+    with torch.no_grad():
+        assert _maxdiff(tok.encoder(x), io["z"]) <= 1e-5
+        tokens = tok.encode(x)
+        assert tokens.layout == GridLayout(16, 16) and torch.equal(tokens.ids, io["codes"])
+        assert _maxdiff(tok._decode_latent(tok.embed_ids(tokens.ids).transpose(1, 2).reshape(2, -1, 16, 16)), io["dec01"] * 2 - 1) <= 1e-4
+        assert _maxdiff(tok.decode(tokens), (io["dec01"] * 2 - 1).clamp(-1, 1)) <= 1e-4
