@@ -192,6 +192,22 @@ def test_maskgit_vq_round_trip_other_sizes(args):
     assert all(torch.equal(v, ref[k]) for k, v in back.state_dict().items())
 
 
+@pytest.mark.parametrize("build,to_official,family,args", [
+    (conv.var_vqvae_from_args, conv.var_vqvae_to_official, "var", {"v_patch_nums": (1, 2, 3, 5, 8)}),
+    (conv.llamagen_vq_from_args, conv.llamagen_vq_to_official, "llamagen", {"image_size": 32}),
+    (conv.maskgit_vq_from_args, conv.maskgit_vq_to_official, "maskgit", {"resolution": 32}),
+])
+def test_family_is_detected_from_keys(build, to_official, family, args):
+    small = {"var": VAR_SMALL[0], "llamagen": dict(ch=32, encoder_ch_mult=(1, 2), num_res_blocks=1, codebook_size=16, image_size=32),
+             "maskgit": dict(hidden_channels=32, channel_mult=(1, 2), num_res_blocks=1, resolution=32)}[family]
+    official = to_official(build(small))
+    assert conv.detect_tokenizer_family(official) == family
+    tok = conv.convert_tokenizer({"model": official} if family == "llamagen" else official, args)
+    assert tok.config == build(small).config
+    with pytest.raises(KeyError, match="not a VAR"):
+        conv.detect_tokenizer_family({"foo.weight": torch.zeros(1)})
+
+
 def test_conversion_errors_name_the_problem():
     tok = conv.var_vqvae_from_args(VAR_SMALL[0])
     official = conv.var_vqvae_to_official(tok)
@@ -201,6 +217,8 @@ def test_conversion_errors_name_the_problem():
     missing.pop("decoder.conv_in.weight")
     with pytest.raises(KeyError, match="decoder.conv_in.weight"):
         conv.convert_var_vqvae(missing, {"v_patch_nums": (1, 2, 3, 5, 8)})
+    with pytest.raises(ValueError, match="has shape"):  # an override that contradicts the weights
+        conv.convert_var_vqvae(official, {"v_patch_nums": (1, 2, 3, 5, 8), "z_channels": 8})
     with pytest.raises(ValueError, match="v_patch_nums"):
         conv.convert_var_vqvae(official)  # 5 scales: the patch numbers cannot be guessed
     with pytest.raises(ValueError, match="using_znorm"):

@@ -27,7 +27,7 @@ from mmgen.tokenizers_vis import MultiScaleVQTokenizer, VQTokenizer
 from mmgen.tokenizers_vis.official import VAR_PATCH_NUMS, llamagen_vq_config, maskgit_vq_config, var_vqvae_config
 
 __all__ = [
-    "convert_var_vqvae", "convert_llamagen_vq", "convert_maskgit_vq",
+    "detect_tokenizer_family", "convert_tokenizer", "convert_var_vqvae", "convert_llamagen_vq", "convert_maskgit_vq",
     "infer_var_vqvae_args", "infer_llamagen_vq_args", "infer_maskgit_vq_args",
     "var_vqvae_from_args", "llamagen_vq_from_args", "maskgit_vq_from_args",
     "var_vqvae_to_official", "llamagen_vq_to_official", "maskgit_vq_to_official",
@@ -49,20 +49,21 @@ def _backbone_rules(style: str, levels: int) -> list[tuple[str, Any]]:
     """Regex rules turning an mmgen encoder/decoder key into the official one of ``style``."""
     up = (lambda m: f"decoder.up.{levels - 1 - int(m[1])}.") if style in ("var", "maskgit") else (lambda m: f"decoder.conv_blocks.{m[1]}.")
     if style == "var":
-        level, block, attn, down, ups = r"encoder.down.\1.", "block", "attn", "downsample", "upsample.conv"
+        level, block, ups = r"encoder.down.\1.", "block", "upsample.conv"
         mid = [(r"mid_block\.resnets\.0\.", "mid.block_1."), (r"mid_block\.attentions\.0\.", "mid.attn_1."), (r"mid_block\.resnets\.1\.", "mid.block_2.")]
     elif style == "llamagen":
-        level, block, attn, down, ups = r"encoder.conv_blocks.\1.", "res", "attn", "downsample", "upsample.conv"
+        level, block, ups = r"encoder.conv_blocks.\1.", "res", "upsample.conv"
         mid = [(r"mid_block\.resnets\.0\.", "mid.0."), (r"mid_block\.attentions\.0\.", "mid.1."), (r"mid_block\.resnets\.1\.", "mid.2.")]
     else:  # maskgit: no attention; the up-sampling conv is a direct child of the level
-        level, block, attn, down, ups = r"encoder.down.\1.", "block", None, None, "upsample_conv"
+        level, block, ups = r"encoder.down.\1.", "block", "upsample_conv"
         mid = [(r"mid_block\.resnets\.(\d+)\.", r"mid.\1.")]
     rules: list[tuple[str, Any]] = [(r"^encoder\.down_blocks\.(\d+)\.", level), (r"^decoder\.up_blocks\.(\d+)\.", up)] + mid
-    rules += [(r"\.resnets\.(\d+)\.", rf".{block}.\1."), (r"\.attentions\.(\d+)\.", rf".{attn}.\1.")]
-    rules += [(r"\.downsamplers\.0\.", f".{down}."), (r"\.upsamplers\.0\.conv\.", f".{ups}.")]
+    rules += [(r"\.resnets\.(\d+)\.", rf".{block}.\1."), (r"\.upsamplers\.0\.conv\.", f".{ups}.")]
     rules += [(r"conv_norm_out", "norm_out"), (r"\.conv_shortcut\.", ".nin_shortcut.")]
-    rules += [(rf"\.{re.escape(a)}\.", f".{b}.") for a, b in _ATTN.items()]
-    rules += [(rf"\.{q}\.", ".qkv." if style == "var" else f".{q[3]}.") for q in _QKV]
+    if style != "maskgit":  # attention and conv down-sampling exist in the taming backbone only
+        rules += [(r"\.attentions\.(\d+)\.", r".attn.\1."), (r"\.downsamplers\.0\.", ".downsample.")]
+        rules += [(rf"\.{re.escape(a)}\.", f".{b}.") for a, b in _ATTN.items()]
+        rules += [(rf"\.{q}\.", ".qkv." if style == "var" else f".{q[3]}.") for q in _QKV]
     return rules
 
 
@@ -108,9 +109,10 @@ def _load(tok, state: dict[str, torch.Tensor], table, extras) -> Any:
         t = state[off]
         if part is not None:
             t = t.chunk(3, dim=0)[part]
-        if t.numel() != ref[key].numel():
-            raise ValueError(f"{off} has shape {tuple(t.shape)}, the configuration expects {tuple(ref[key].shape)} for {key}")
-        new[key] = t.reshape(ref[key].shape).to(ref[key].dtype)
+        want = ref[key].shape
+        if t.shape != want and not (t.shape[:2] == want and t.shape[2:] == (1, 1)):  # 1x1 conv -> nn.Linear is the one reshape
+            raise ValueError(f"{off} has shape {tuple(t.shape)}, the configuration expects {tuple(want)} for {key}")
+        new[key] = t.reshape(want).to(ref[key].dtype)
         used.add(off)
     unexpected = sorted(set(state) - used)
     if unexpected:
@@ -264,3 +266,27 @@ def llamagen_vq_to_official(tok: VQTokenizer, codebook_show_usage: bool = True) 
 def maskgit_vq_to_official(tok: VQTokenizer) -> dict[str, torch.Tensor]:
     """The state dict of 1d-tokenizer's ``PretrainedTokenizer`` for ``tok`` (inverse of :func:`convert_maskgit_vq`)."""
     return _to_official(tok, _table(tok, "maskgit"), {})
+
+
+_FAMILIES = {"var": convert_var_vqvae, "llamagen": convert_llamagen_vq, "maskgit": convert_maskgit_vq}
+
+
+def detect_tokenizer_family(state_dict: dict[str, torch.Tensor]) -> str:
+    """``"var"``, ``"llamagen"`` or ``"maskgit"``, from key names alone."""
+    if "encoder.conv_blocks.0.res.0.conv1.weight" in state_dict:
+        return "llamagen"
+    if "encoder.mid.block_1.conv1.weight" in state_dict:
+        return "var"
+    if "encoder.mid.0.conv1.weight" in state_dict and "encoder.down.0.block.0.conv1.weight" in state_dict:
+        return "maskgit"
+    raise KeyError(f"not a VAR VQVAE, LlamaGen VQ or MaskGIT-VQ state dict (first keys: {sorted(state_dict)[:4]})")
+
+
+def convert_tokenizer(state_dict: dict, args: dict | None = None, family: str | None = None):
+    """Any of the three official tokenizers -> mmgen tokenizer; a ``{"model": state_dict}`` wrapper (LlamaGen's) is opened."""
+    if "model" in state_dict and isinstance(state_dict["model"], dict):
+        state_dict = state_dict["model"]
+    family = family or detect_tokenizer_family(state_dict)
+    if family not in _FAMILIES:
+        raise ValueError(f"family={family!r}; allowed: {sorted(_FAMILIES)}")
+    return _FAMILIES[family](state_dict, args)
