@@ -245,6 +245,11 @@ def test_converted_tokenizers_keep_the_contract(build, args, layout, tmp_path):
     assert type(again) is type(tok) and again.config == tok.config
     assert torch.equal(again.encode(x).ids, tokens.ids)
     assert torch.equal(again.decode(tokens), pixels)
+    loss, logs = tok.train().loss(x)  # fine-tuning works on the converted architecture too
+    loss.backward()
+    assert torch.isfinite(loss) and "commit_loss" in logs
+    assert [n for n, p in tok.named_parameters() if p.grad is None] == []
+    tok.eval()
     if isinstance(layout, ScalesLayout):  # VAR's helpers: teacher forcing == the sampling steps
         inputs, f_hat = [], tok.empty_fhat(2)
         for si, ids in enumerate(layout.split(tokens.ids)):
