@@ -209,6 +209,10 @@ def test_conversion_errors_name_the_problem():
         conv.convert_var_vqvae(official)  # 5 scales: the patch numbers cannot be guessed
     with pytest.raises(ValueError, match="using_znorm"):
         conv.var_vqvae_from_args({"using_znorm": True})
+    with pytest.raises(ValueError, match="unknown argument.*vocab_szie"):
+        conv.convert_var_vqvae(official, {"v_patch_nums": (1, 2, 3, 5, 8), "vocab_szie": 300})
+    with pytest.raises(ValueError, match="num_resolutions"):
+        conv.maskgit_vq_from_args({"num_resolutions": 3})
 
 
 # ----------------------------------------------------------------------------- official sizes
