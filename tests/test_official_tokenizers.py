@@ -6,6 +6,7 @@ cannot lean on the fixture sizes; the manifests (``tests/manifests``) are the ke
 of the official modules at the published sizes.
 """
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,6 @@ from mmgen.convert.tokenizer_parity import verify_tokenizer
 from mmgen.modeling import load_module
 from mmgen.tokens import GridLayout, ScalesLayout, Tokens
 
-from maskgit_recipe import recipe_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
@@ -47,6 +47,25 @@ def _fixture(name: str):
 
 
 # ----------------------------------------------------------------------------- fixture parity
+def recipe_weights(shapes: dict, seed: int, codebook_std: float) -> dict[str, torch.Tensor]:
+    """Deterministic weights from an official key -> shape list (made the MaskGIT fixture outside this repo).
+
+    Norm weights 1 + 0.1 N, biases 0.1 N, conv weights N(0, 1/fan_in), codebook N(0, codebook_std^2); sorted-key order.
+    """
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for key in sorted(shapes):
+        shape = tuple(shapes[key])
+        noise = torch.randn(shape, generator=g)
+        if key.endswith("embedding.weight"):
+            out[key] = noise * codebook_std
+        elif len(shape) == 1:
+            out[key] = (1.0 if "norm" in key and key.endswith("weight") else 0.0) + 0.1 * noise
+        else:
+            out[key] = noise / math.sqrt(math.prod(shape[1:]))
+    return out
+
+
 def _assert_parity(report: dict) -> None:
     assert report["codes_identical"], f"{report['code_mismatches']} codes differ"
     bad = {k: v for k, v in report["outputs"].items() if max(d for n, d in v.items() if n != "tol") > v["tol"]}
