@@ -1,9 +1,10 @@
 """Official tokenizers (VAR VQVAE, LlamaGen VQ-16, RAR's MaskGIT-VQ) load into mmgen with parity.
 
-Parity fixtures are the official modules' own outputs (``../shared/fixtures/parity``, see its
-README); the round-trip tests build configurations the fixtures do not have, so the converter
-cannot lean on the fixture sizes; the manifests (``tests/manifests``) are the key -> shape lists
-of the official modules at the published sizes.
+Parity: ``../shared/fixtures/parity`` (the official modules' own weights and outputs, see its
+README) and ``tests/fixtures`` (official outputs at other sizes, on weights the test rebuilds from
+``recipe_weights``; each JSON says how they were made). Round trips build yet other sizes, so the
+converter cannot lean on the fixture sizes. ``tests/manifests`` hold the key -> shape lists of the
+official modules at the published sizes (made by instantiating them on the meta device).
 """
 import json
 import math
@@ -93,17 +94,40 @@ def test_llamagen_vq16_parity():
     _assert_parity(report)
 
 
-def test_maskgit_vq_parity():
-    """Outputs of the official MaskGIT-VQGAN on recipe weights (tests/fixtures/maskgit_vq_tiny.json)."""
-    meta = json.loads((REPO / "tests/fixtures/maskgit_vq_tiny.json").read_text())
-    args = {**meta["config"], "num_embeddings": meta["num_embeddings"], "embedding_dim": meta["embedding_dim"]}
-    with torch.device("meta"):
-        shapes = {k: v.shape for k, v in conv.maskgit_vq_to_official(conv.maskgit_vq_from_args(args)).items()}
+def _recipe_fixture(name: str):
+    """A converted tokenizer for ``tests/fixtures/<name>``: official outputs on recipe weights, at sizes ../shared lacks."""
+    meta = json.loads((REPO / f"tests/fixtures/{name}.json").read_text())
     w = meta["weights"]
-    tok = conv.convert_maskgit_vq(recipe_weights(shapes, w["seed"], w["codebook_std"]), {"resolution": meta["config"]["resolution"]})
-    assert tok.layout == GridLayout(16, 16)
-    report = verify_tokenizer(tok, REPO / "tests/fixtures/maskgit_vq_tiny_io.safetensors")
-    assert report["family"] == "maskgit"
+    with torch.device("meta"):  # the official key -> shape list, from the inverse mapping
+        if name.startswith("var"):
+            cons = {k: v for k, v in meta["constructor"].items() if k not in ("dropout", "test_mode")}
+            shapes = conv.var_vqvae_to_official(conv.var_vqvae_from_args(cons), cons["share_quant_resi"])
+            given = {"v_patch_nums": cons["v_patch_nums"]}  # all else is read off the shapes
+        elif name.startswith("llamagen"):
+            kw = meta["VQ_8_kwargs"]
+            args = {**kw, "ch": meta["encoder_decoder_ch_override"], "encoder_ch_mult": (1, 2, 2, 4), "image_size": 32}
+            shapes = conv.llamagen_vq_to_official(conv.llamagen_vq_from_args(args))
+            given = {"image_size": 32, "entropy_loss_ratio": kw["entropy_loss_ratio"]}
+        else:
+            args = {**meta["config"], "num_embeddings": meta["num_embeddings"], "embedding_dim": meta["embedding_dim"]}
+            shapes = conv.maskgit_vq_to_official(conv.maskgit_vq_from_args(args))
+            given = {"resolution": meta["config"]["resolution"]}
+    state = recipe_weights({k: v.shape for k, v in shapes.items()}, w["seed"], w["codebook_std"])
+    return conv.convert_tokenizer(state, given), REPO / f"tests/fixtures/{name}_io.safetensors"
+
+
+@pytest.mark.parametrize("name,family,layout", [
+    ("var_vqvae_small", "var", ScalesLayout((1, 2, 3, 4))),
+    ("llamagen_vq8_small", "llamagen", GridLayout(4, 4)),
+    ("maskgit_vq_tiny", "maskgit", GridLayout(16, 16)),
+])
+def test_other_sizes_match_the_official_code(name, family, layout):
+    tok, io_path = _recipe_fixture(name)
+    assert tok.layout == layout
+    report = verify_tokenizer(tok, io_path)
+    assert report["family"] == family
+    if family == "llamagen":
+        assert "train_entropy_loss" in report["outputs"]
     _assert_parity(report)
 
 

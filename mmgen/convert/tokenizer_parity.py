@@ -1,7 +1,7 @@
 """Run a tokenizer parity file's reference inputs through a converted tokenizer (``--verify``).
 
 Parity files (``<name>_io.safetensors``; formats in ``shared/fixtures/parity/README.md`` and
-``tests/fixtures/maskgit_vq_tiny.json``) hold the official module's inputs and outputs. The
+``tests/fixtures/*.json``) hold the official module's inputs and outputs. The
 family is read from the file's keys: VAR's VQVAE (``idx``), LlamaGen's VQ (``enc_h``), MaskGIT's
 VQGAN (``img01``). The report gives the max abs difference per output, the number of code
 mismatches, and ``ok``: codes identical and every difference within ``TOLERANCE``.
@@ -68,6 +68,9 @@ def _llamagen(tok, io) -> tuple[dict, torch.Tensor, torch.Tensor]:
     out["train_vq_loss"] = ("loss", abs(logs["codebook_loss"].item() - io["train_vq_loss"].item()) / io["train_vq_loss"].item())
     commit = tok.config.beta * logs["commit_loss"].item()
     out["train_commit_loss"] = ("loss", abs(commit - io["train_commit_loss"].item()) / io["train_commit_loss"].item())
+    if "entropy_loss" in logs:  # logged unweighted; LlamaGen reports it times entropy_loss_ratio
+        ent = tok.config.entropy_weight * logs["entropy_loss"].item()
+        out["train_entropy_loss"] = ("loss", abs(ent - io["train_entropy_loss"].item()) / abs(io["train_entropy_loss"].item()))
     out["decode(encode(img))"] = ("pixels", _max_abs(tok.decode(tok.encode(img)), io["dec"].clamp(-1, 1)))
     return out, q.ids, io["codes"].flatten(1)
 
