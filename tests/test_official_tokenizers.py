@@ -306,3 +306,16 @@ def test_converted_tokenizers_keep_the_contract(build, args, layout, tmp_path):
         assert torch.equal(tok.ids_to_var_input(tokens), torch.cat(inputs, 1))
         assert torch.equal(tok.decode_fhat(f_hat), pixels)
 
+
+
+def test_backbone_options_are_checked():
+    with pytest.raises(ValueError, match="no attention"):
+        mmgen.create_tokenizer("maskgit-vq-f16", mid_attention=True)
+    with pytest.raises(ValueError, match="z_channels == codebook_dim"):
+        mmgen.create_tokenizer("maskgit-vq-f16", codebook_dim=8)
+    with pytest.raises(ValueError, match="backbone='unet'"):
+        mmgen.create_tokenizer("vq-tiny", backbone="unet")
+    with pytest.raises(ValueError, match="own causal 3D backbone"):
+        mmgen.create_tokenizer("video-vq3d-tiny", backbone="maskgit", level_attention=False, mid_attention=False)
+    with pytest.raises(ValueError, match="not allowed for KL"):
+        mmgen.create_tokenizer("kl-tiny", quant_conv_ks=0, z_channels=8, codebook_dim=8)
