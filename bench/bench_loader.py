@@ -49,7 +49,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             shards = Path(tmp) / f"shapes-{size}"
-            pack("shapes", shards, num_samples=args.num_samples, samples_per_shard=256, size=size, progress=False)
+            pack(build_dataset("shapes", size=size), shards, num_samples=args.num_samples, samples_per_shard=256, progress=False)
             for w in args.workers:
                 ds = ShardDataset(shards, size=size, batch_size=args.batch, repeat=True)
                 loader = DataLoader(ds, batch_size=args.batch, num_workers=w, collate_fn=collate)

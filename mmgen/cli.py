@@ -26,9 +26,10 @@ def _sample(args: argparse.Namespace) -> None:
 
 
 def _pack(args: argparse.Namespace) -> None:
-    from mmgen.data.shards import pack
+    from mmgen.data import build_dataset, pack
 
-    shards = pack(args.source, args.out, num_samples=args.num_samples, samples_per_shard=args.samples_per_shard, size=args.size, seed=args.seed)
+    data = build_dataset(args.source, size=args.size, seed=args.seed)
+    shards = pack(data, args.out, num_samples=args.num_samples, samples_per_shard=args.samples_per_shard, overwrite=args.overwrite)
     print(f"wrote {len(shards)} shard(s) to {args.out}")
 
 
@@ -40,8 +41,9 @@ def _sampler(args: argparse.Namespace):
 
 def _eval_judge(args: argparse.Namespace) -> None:
     import mmgen
-    from mmgen.eval.generation import judge_pipeline
+    from mmgen.eval.generation import check_count, judge_pipeline
 
+    check_count("--n", args.n)  # before the (slow) load
     pipe = mmgen.load(args.ckpt)
     task = args.task if args.task != "auto" else ("video" if pipe.is_video else "image")
     if task != "image" and not pipe.is_video:
@@ -233,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--samples-per-shard", type=int, default=1000)
     pk.add_argument("--size", type=int, default=32)
     pk.add_argument("--seed", type=int, default=0)
+    pk.add_argument("--overwrite", action="store_true", help="replace the shards already in --out")
     pk.set_defaults(func=_pack)
 
     e = sub.add_parser("eval", help="evaluate a generator")
@@ -331,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, KeyError) as e:
+    except (ValueError, OSError, KeyError) as e:
         if os.environ.get("MMGEN_DEBUG"):
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e

@@ -185,7 +185,7 @@ def test_image_folder_late_corruption_and_empty_folder(tmp_path):
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory):
     out = tmp_path_factory.mktemp("shards")
-    shards = pack("shapes", out, num_samples=25, samples_per_shard=10, size=16, seed=5, progress=False)
+    shards = pack(build_dataset("shapes", size=16, seed=5), out, num_samples=25, samples_per_shard=10, progress=False)
     return out, shards
 
 
@@ -201,9 +201,9 @@ def test_pack_then_stream_round_trip(packed):
     up = next(iter(build_dataset(f"shards:{out}/shard-{{000000..000001}}.tar", size=32)))
     assert up["pixels"].shape == (3, 32, 32)
     with pytest.raises(ValueError, match="infinite world: pass num_samples"):
-        pack("shapes", out / "x", progress=False)
+        pack(build_dataset("shapes"), out / "x", progress=False)
     with pytest.raises(FileExistsError, match="overwrite"):
-        pack("shapes", out, num_samples=2, progress=False)
+        pack(build_dataset("shapes"), out, num_samples=2, progress=False)
 
 
 def test_stream_skip_ranks_and_workers(packed):
@@ -263,7 +263,7 @@ def test_empty_shard_sets_are_errors(tmp_path):
         ShardDataset(tmp_path)
     with tarfile.open(tmp_path / "empty.tar", "w"):
         pass
-    with pytest.raises(RuntimeError, match="yielded no samples"):
+    with pytest.raises(ValueError, match="no readable samples"):
         list(ShardDataset(tmp_path / "empty.tar"))
     with pytest.raises(FileNotFoundError, match="missing"):
         ShardDataset(str(tmp_path / "s-{0..2}.tar"))
@@ -273,7 +273,7 @@ def test_pack_a_folder_and_digits(tmp_path):
     for k in range(3):
         _png(tmp_path / "imgs" / f"{k}.png", (80 * k, 0, 0))
         (tmp_path / "imgs" / f"{k}.txt").write_text(f"red level {k}")
-    pack(str(tmp_path / "imgs"), tmp_path / "out", size=8, progress=False)
+    pack(build_dataset(str(tmp_path / "imgs"), size=8), tmp_path / "out", progress=False)
     items = list(ShardDataset(tmp_path / "out", size=8))
     assert [it["caption"] for it in items] == ["red level 0", "red level 1", "red level 2"] and "label" not in items[0]
     pack(DigitsWorld(size=8, split="test"), tmp_path / "dig", num_samples=6, progress=False)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -74,7 +75,8 @@ def build_dataset(spec: str, size: int = 32, seed: int = 0, split: str = "train"
     Args:
         spec: ``shapes`` / ``shapes:objects=1,length=1000``, ``digits``, ``folder:/path``,
             ``photos`` (crops of the photos scikit-image/-learn ship), ``shards:/dir`` or
-            ``shards:/data/s-{000000..000009}.tar``.
+            ``shards:/data/s-{000000..000009}.tar`` (local files or http(s) only), or the path
+            of an existing image folder (when it is not also a kind's name).
         size: image side.
         seed: world seed.
         split: ``train`` / ``test`` (``val`` for shapes, ``all`` for digits); folders and shards
@@ -86,6 +88,8 @@ def build_dataset(spec: str, size: int = 32, seed: int = 0, split: str = "train"
     """
     kind, rest = parse_spec(spec)
     kinds = list_datasets()
+    if kind not in _KINDS and Path(spec).is_dir():
+        kind, rest = "folder", spec
     if kind not in _KINDS:
         raise ValueError(f"unknown dataset spec {spec!r}; allowed kinds: {kinds} (e.g. 'shapes:objects=1', 'folder:/path')")
     k = _KINDS[kind]

@@ -119,7 +119,9 @@ def video_prompts(n: int, seed: int = EVAL_SEED) -> list[str]:
     """``n`` random ``shapes-video`` captions (uniform over colour, shape and direction)."""
     from mmgen.data.shapes import COLORS, SHAPES
     from mmgen.data.video import video_caption
+    from mmgen.eval.generation import check_count
 
+    check_count("n", n)
     rng = np.random.default_rng([seed, 3])
     return [video_caption(list(COLORS)[rng.integers(len(COLORS))], SHAPES[rng.integers(len(SHAPES))], list(DIRECTIONS)[rng.integers(len(DIRECTIONS))]) for _ in range(n)]
 
@@ -153,8 +155,10 @@ def caption_accuracy(pipe, n: int = 300, objects: int = 1, batch_size: int = 100
     best-matching true object; ``valid``: captions that parse.
     """
     from mmgen.data.shapes import ShapesWorld, parse_caption
+    from mmgen.eval.generation import check_count
     from mmgen.eval.judge import ATTRIBUTES
 
+    check_count("n", n)
     world = ShapesWorld(size=pipe.config.image_size, seed=seed, objects=str(objects), split="test")
     scenes = [world.scene(i) for i in range(n)]
     images = torch.from_numpy(np.stack([img for _, img, _ in scenes])).permute(0, 3, 1, 2)
