@@ -564,7 +564,7 @@ def test_image_hook_and_time_limit(tmp_path):
     assert losses(out) == losses(ref)
     s = Trainer(cfg(tmp_path / "t", max_time_min=0.0), fresh_model(), make_loss(False), World()).fit()
     assert s["stopped_early"] and s["steps"] == 1 and latest_checkpoint(tmp_path / "t" / "checkpoints").name == "step_0000001"
-    assert {"final_loss", "seconds", "samples_per_s", "peak_mem_mb"} <= s.keys() and s["peak_mem_mb"] > 0
+    assert {"final_loss", "seconds", "samples_per_s", "peak_mem_mb"} <= s.keys()
 
 
 # ----------------------------------------------------------------------------- subprocess workers
