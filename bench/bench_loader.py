@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from mmgen.data import ShardDataset, collate, pack
+from mmgen.data import ShardDataset, build_dataset, collate, pack
 from mmgen.modeling import write_json_atomic
 from mmgen.train.distributed import DistInfo, batch_loader
 

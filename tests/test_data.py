@@ -12,11 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mmgen.data import (
-    COLORS, POSITIONS, SHAPES, SIZES, DigitsWorld, ImageFolderDataset, ShapeObject, ShapesWorld, ShardDataset,
-    build_dataset, caption, class_label, collate, pack, parse_caption, render_with_masks, sample_scene, vocabulary,
-)
-from mmgen.data.shapes import SIZE_FRACTION, compatible, place
+from mmgen.data import DigitsWorld, ImageFolderDataset, ShapesWorld, ShardDataset, build_dataset, collate, pack
+from mmgen.data.shapes import COLORS, POSITIONS, SHAPES, SIZE_FRACTION, SIZES, ShapeObject, caption, class_label, compatible, parse_caption, place, render_with_masks, sample_scene, vocabulary
 
 torch.set_num_threads(1)
 ALL_OBJECTS = [ShapeObject(c, s, z, p) for c in COLORS for s in SHAPES for z in SIZES for p in POSITIONS]

@@ -289,8 +289,8 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         kept = []
         if self.step > 0 and self.metrics_path.is_file():  # drop lines a killed run wrote past its checkpoint
-            kept = [l for l in self.metrics_path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= self.step]
-        self.metrics_path.write_text("".join(l + "\n" for l in kept))
+            kept = [line for line in self.metrics_path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= self.step]
+        self.metrics_path.write_text("".join(line + "\n" for line in kept))
 
     def _log(self, row: dict[str, float]) -> None:
         with writing(self.metrics_path, "training logs"), self.metrics_path.open("a") as f:

@@ -293,9 +293,9 @@ def run_comparison(world: str, budget: int, paradigms: Sequence[str] | None = No
     them, so an interrupted full comparison continues where it stopped.
     """
     import mmgen
+    from mmgen.eval.compare_report import write_report
     from mmgen.nn.transformer import Transformer
     from mmgen.train.distributed import default_device
-    from mmgen.eval.compare_report import write_report
     from mmgen.train.run import train
 
     chosen = resolve_paradigms(world, paradigms)

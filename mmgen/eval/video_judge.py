@@ -190,6 +190,11 @@ def image_pipeline(pipe):
 
 
 @torch.no_grad()
+def _frames(clips: torch.Tensor) -> torch.Tensor:
+    """(B, C, T, H, W) clips -> (B*T, C, H, W) frames, clip-major."""
+    return clips.transpose(1, 2).flatten(0, 1)
+
+
 def video_reconstruction(tok, data: str = "shapes-video", n: int = 256, split: str = "test", batch_size: int = 32, progress: bool = True,
                          tokenizer_path=None) -> dict[str, Any]:
     """A video tokenizer on ``n`` clips: PSNR per frame index (and mean), SSIM, codebook usage, judge on reconstructions."""
@@ -207,9 +212,8 @@ def video_reconstruction(tok, data: str = "shapes-video", n: int = 256, split: s
         tokens = tok.encode(x)
         rec = tok.decode(tokens, frames=x.shape[2]).float().clamp(-1, 1)
         b, t = x.shape[0], x.shape[2]
-        flat = lambda v: v.transpose(1, 2).reshape(b * t, *v.shape[1:2], *v.shape[3:])  # noqa: E731
-        per_frame.append(psnr(flat(rec), flat(x)).reshape(b, t).cpu())
-        ssims.append(ssim(flat(rec), flat(x)).cpu())
+        per_frame.append(psnr(_frames(rec), _frames(x)).reshape(b, t).cpu())
+        ssims.append(ssim(_frames(rec), _frames(x)).cpu())
         ids.append(tokens.ids.cpu())
         recs.append(rec.cpu())
         caps += [it["caption"] for it in items]
