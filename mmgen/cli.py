@@ -161,7 +161,7 @@ def _eval_recon(args: argparse.Namespace) -> None:
 
 
 def _bench_compare(args: argparse.Namespace) -> None:
-    from mmgen.eval.compare import Backbone, run_comparison
+    from mmgen.bench.compare import Backbone, run_comparison
     from mmgen.sampling import SamplerConfig
 
     names = args.paradigms.split(",") if args.paradigms else None

@@ -4,9 +4,9 @@ import math
 
 import pytest
 
+from mmgen.bench import compare
+from mmgen.bench.compare import PARADIGMS, Backbone, Paradigm, WorldSetup, resolve_paradigms, run_comparison
 from mmgen.cli import main
-from mmgen.eval import compare
-from mmgen.eval.compare import PARADIGMS, Backbone, Paradigm, WorldSetup, resolve_paradigms, run_comparison
 
 TINY = ["--budget", "3", "--dim", "64", "--depth", "2", "--heads", "2", "--batch-size", "8", "--n-eval", "8",
         "--n-ref", "16", "--speed-batch", "4", "--quiet"]

@@ -310,3 +310,43 @@ def test_shapes_two_fraction_sets_the_share_of_two_object_scenes():
         ShapesWorld(objects="1", two_fraction=0.5)
     with pytest.raises(ValueError, match="two_fraction"):
         ShapesWorld(two_fraction=1.5)
+
+
+# ---------------------------------------------------------------- layering
+def _imports(path: Path) -> set[str]:
+    """Every module a source file imports, function-level imports included."""
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.update([node.module] + [f"{node.module}.{a.name}" for a in node.names])
+    return found
+
+
+@pytest.mark.parametrize("module, forbidden", [
+    ("mmgen/data/shards.py", "mmgen.data.build"),  # build -> shards only
+    ("mmgen/data/video.py", "mmgen.data.build"),  # build registers the video kinds itself (build -> video only)
+    ("mmgen/registry.py", "mmgen.models"),  # models register into the registry, never the reverse
+    ("mmgen/registry.py", "mmgen.tokenizers_vis"),
+])
+def test_no_import_cycles(module, forbidden):
+    root = Path(__file__).resolve().parent.parent
+    imported = _imports(root / module)
+    assert not any(m == forbidden or m.startswith(forbidden + ".") for m in imported), sorted(imported)
+
+
+def test_text_tokenizer_knows_no_data_world():
+    import subprocess
+    import sys
+
+    code = "import sys, mmgen.text, mmgen.registry; print(sorted(m for m in sys.modules if m.startswith(('mmgen.data', 'mmgen.models', 'mmgen.tokenizers_vis'))))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
+    from mmgen.data.shapes_text import shapes_caption_grammar, shapes_text_vocab
+    from mmgen.text import shapes_caption_grammar as old_grammar
+    from mmgen.text import shapes_text_vocab as old_vocab
+
+    assert old_vocab is shapes_text_vocab and old_grammar is shapes_caption_grammar  # the presets' import path still works
