@@ -231,7 +231,7 @@ class _StreamBatches(IterableDataset):
                 yield sample
             if empty:
                 hint = f" after skip({self.skip}): a finite stream with skip() must repeat itself" if epoch == 0 and self.skip else ""
-                raise RuntimeError(f"{type(self.dataset).__name__} yielded no samples in epoch {epoch}{hint}")
+                raise ValueError(f"{type(self.dataset).__name__} yielded no samples in epoch {epoch}{hint}")
             source, epoch = self.dataset, epoch + 1
 
     def __iter__(self) -> Iterator[Any]:
