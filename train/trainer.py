@@ -52,7 +52,8 @@ class TrainingDiverged(RuntimeError, ValueError):
     def __init__(self, step: int, values: dict[str, float]) -> None:
         self.step, self.values = step, values
         bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
-        super().__init__(f"training diverged at step {step}: non-finite {bad} (all: {values})")
+        super().__init__(f"training diverged at step {step}: non-finite {bad} (all: {values}); no update or checkpoint was "
+                         "written from it: lower train.lr or train.grad_clip, lengthen train.warmup_steps, or check the data")
 
 
 @dataclass
