@@ -201,8 +201,10 @@ def video_reconstruction(tok, data: str = "shapes-video", n: int = 256, split: s
     from tqdm.auto import tqdm
 
     from mmgen.data import build_dataset
+    from mmgen.eval.generation import check_count
     from mmgen.eval.recon import codebook_usage, psnr, ssim, tokenizer_identity
 
+    check_count("n", n)
     ds = build_dataset(data, size=tok.image_size, split=split) if isinstance(data, str) else data
     device = next(tok.parameters()).device
     per_frame, ssims, ids, recs, caps = [], [], [], [], []
