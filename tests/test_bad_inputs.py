@@ -209,6 +209,10 @@ def test_a_folder_of_garbage_shards_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match=f"shards {tmp_path} hold no readable samples") as e:
         list(ds)
     assert ds.stats["yielded"] == 0 and ds.stats["skipped"] >= 2 and "\n" not in str(e.value)
+    for workers in (0, 1):  # read by the trainer, in-process or by a DataLoader worker: the same one line
+        with pytest.raises(ValueError) as e:
+            Trainer(_cfg(tmp_path / f"run{workers}", num_workers=workers), TwoLayer(TwoLayerConfig()), _loss, ShardDataset(tmp_path, size=16)).fit()
+        assert str(e.value).startswith(f"shards {tmp_path} hold no readable samples") and "\n" not in str(e.value)
 
 
 def test_pack_into_an_existing_folder_offers_overwrite(tmp_path, capsys):
