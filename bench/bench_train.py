@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 
 import mmgen
+from mmgen.bench.compare import time_pipeline
 from mmgen.data import build_dataset, collate
-from mmgen.eval.compare import time_pipeline
 from mmgen.modeling import write_json_atomic
 from mmgen.models.base import takes_progress, tokenizer_overrides
 from mmgen.nn.attention import BACKENDS, current_backend

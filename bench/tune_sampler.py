@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
-from pathlib import Path
 import json
+from pathlib import Path
 
 import torch
 

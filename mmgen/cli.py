@@ -48,9 +48,10 @@ def _sample(args: argparse.Namespace) -> None:
 
 
 def _pack(args: argparse.Namespace) -> None:
-    from mmgen.data.shards import pack
+    from mmgen.data import build_dataset, pack
 
-    shards = pack(args.source, args.out, num_samples=args.num_samples, samples_per_shard=args.samples_per_shard, size=args.size, seed=args.seed)
+    data = build_dataset(args.source, size=args.size, seed=args.seed)
+    shards = pack(data, args.out, num_samples=args.num_samples, samples_per_shard=args.samples_per_shard, overwrite=args.overwrite)
     print(f"wrote {len(shards)} shard(s) to {args.out}")
 
 
@@ -63,8 +64,9 @@ def _sampler(args: argparse.Namespace, pipe):
 
 def _eval_judge(args: argparse.Namespace) -> None:
     import mmgen
-    from mmgen.eval.generation import judge_pipeline
+    from mmgen.eval.generation import check_count, judge_pipeline
 
+    check_count("--n", args.n)  # before the (slow) load
     pipe = mmgen.load(args.ckpt)
     task = args.task if args.task != "auto" else ("video" if pipe.is_video else "image")
     if task != "image" and not pipe.is_video:
@@ -182,7 +184,7 @@ def _eval_recon(args: argparse.Namespace) -> None:
 
 
 def _bench_compare(args: argparse.Namespace) -> None:
-    from mmgen.eval.compare import Backbone, run_comparison
+    from mmgen.bench.compare import Backbone, run_comparison
     from mmgen.sampling import SamplerConfig
 
     names = args.paradigms.split(",") if args.paradigms else None
@@ -257,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--samples-per-shard", type=int, default=1000)
     pk.add_argument("--size", type=int, default=32)
     pk.add_argument("--seed", type=int, default=0)
+    pk.add_argument("--overwrite", action="store_true", help="replace the shards already in --out")
     pk.set_defaults(func=_pack)
 
     e = sub.add_parser("eval", help="evaluate a generator")

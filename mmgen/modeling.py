@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mmgen.config import from_dict, to_dict
+from mmgen.state_check import check_state_dict
 
 __all__ = ["ConfigModule", "load_module", "module_class", "atomic_dir", "write_json_atomic", "count_params"]
 
@@ -138,6 +139,7 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> C
     except Exception as e:  # safetensors raises several error types for corrupt files
         raise ValueError(f"{weights} is corrupt or not a safetensors file: {e}") from e
     ref = module.state_dict()
+    check_state_dict(ref, state, str(weights))
     state = {k: v.to(ref[k].dtype) if k in ref else v for k, v in state.items()}
     module.load_state_dict(state, strict=True)
     return module.eval()

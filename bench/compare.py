@@ -31,7 +31,7 @@ from mmgen.sampling import SamplerConfig
 __all__ = ["Backbone", "Paradigm", "WorldSetup", "PARADIGMS", "WORLDS", "register_paradigm", "resolve_paradigms",
            "run_comparison", "time_pipeline", "fid_column"]
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "checkpoints"
 RECIPES = REPO / "train" / "recipes"
 
@@ -293,9 +293,9 @@ def run_comparison(world: str, budget: int, paradigms: Sequence[str] | None = No
     them, so an interrupted full comparison continues where it stopped.
     """
     import mmgen
+    from mmgen.bench.compare_report import write_report
     from mmgen.nn.transformer import Transformer
     from mmgen.train.distributed import default_device
-    from mmgen.eval.compare_report import write_report
     from mmgen.train.run import train
 
     chosen = resolve_paradigms(world, paradigms)
