@@ -96,6 +96,8 @@ class RasterGenerator(Generator):
         if cfg.step_cond and not tcfg.adaln_dim:
             raise ValueError("step_cond=True modulates AdaLN blocks: set transformer.adaln_dim to the width")
         if cfg.start_token:
+            if cfg.cond == "text":
+                raise ValueError("start_token=True is for class or no conditioning (RAR); a text prefix would lose its bidirectional attention")
             self.cond_embed = StartTokenCondEmbedder(cfg)
         self.tok_embed = nn.Embedding(cfg.vocab_size, dim)
         nn.init.normal_(self.tok_embed.weight, std=0.02)
@@ -124,6 +126,8 @@ class RasterGenerator(Generator):
         return self.cond_embed.prefix_len
 
     def _mask(self) -> Causal:
+        if self.config.start_token:  # RAR: plain causal, the start token does not see the condition
+            return Causal()
         return Causal(prefix=self.prefix_len)
 
     def _token_positions(self, start: int, end: int) -> torch.Tensor:
