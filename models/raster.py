@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmgen.nn.layers import swiglu_hidden
 from mmgen.nn.masks import Causal
 from mmgen.nn.transformer import Transformer, TransformerConfig
 from mmgen.registry import register_preset
@@ -299,7 +300,7 @@ LLAMAGEN_OFFICIAL = dict(token_dropout=0.1, cond_dropout=0.1)
 def llamagen_official_transformer(dim: int, depth: int, heads: int, hidden: int = 0, norm_eps: float = 1e-5, rope_base: float = 10000.0,
                                   dropout: float = 0.1, drop_path: float = 0.0) -> dict:
     """LlamaGen's block (``autoregressive/models/gpt.py``): RMSNorm, SwiGLU (hidden a multiple of 256), 2D RoPE, no biases."""
-    return dict(dim=dim, depth=depth, heads=heads, mlp_ratio=4.0, mlp_multiple_of=256, mlp_hidden=hidden, norm="rmsnorm", norm_eps=norm_eps,
+    return dict(dim=dim, depth=depth, heads=heads, mlp_ratio=4.0, mlp_multiple_of=256, mlp_hidden=hidden or swiglu_hidden(dim, 4.0, 256), norm="rmsnorm", norm_eps=norm_eps,
                 qk_norm=False, rope="llamagen-2d", rope_theta=rope_base, dropout=dropout, drop_path=drop_path)
 
 _register()

@@ -123,7 +123,7 @@ def _infer_var(state: dict, given: dict) -> dict:
     dim, cvae = state["word_embed.weight"].shape
     depth = _count(state, r"blocks\.(\d+)\.")
     L = state["pos_1LC"].shape[1]
-    if "lvl_1L" in state:
+    if "lvl_1L" in state and state["lvl_1L"].device.type != "meta":
         counts = torch.bincount(state["lvl_1L"].reshape(-1)).tolist()
         patch_nums = tuple(int(round(c ** 0.5)) for c in counts)
     else:
@@ -303,10 +303,11 @@ def generator_to_official(family: str, gen, args: dict | None = None) -> dict[st
         for i in range(t.depth):
             for a, b in _VAR_NAMES.items():
                 out[f"blocks.{i}.{a}"] = sd[f"transformer.blocks.{i}.{b}"]
-            out[f"blocks.{i}.attn.zero_k_bias"] = torch.zeros(t.dim)
+            out[f"blocks.{i}.attn.zero_k_bias"] = torch.zeros(t.dim, device="cpu")
             for s in ("weight", "bias"):
                 out[f"blocks.{i}.ada_lin.1.{s}"] = _chunks(sd[f"transformer.blocks.{i}.ada.proj.1.{s}"], 6, _VAR_ADA_INV)
-        lvl = torch.repeat_interleave(torch.arange(len(scales)), torch.tensor([s * s for s in scales]))
+        cpu = torch.device("cpu")  # buffers are computed on the CPU even under a meta-device context
+        lvl = torch.repeat_interleave(torch.arange(len(scales), device=cpu), torch.tensor([s * s for s in scales], device=cpu))
         out["lvl_1L"] = lvl[None]
         out["attn_bias_for_masking"] = torch.where(lvl[:, None] >= lvl[None, :], 0.0, float("-inf"))[None, None]
         return out
