@@ -92,9 +92,10 @@ RAR_SIZES = {"b": (768, 24, 3072), "l": (1024, 24, 4096), "xl": (1280, 32, 5120)
 RAR_OFFICIAL = dict(start_token=True, abs_pos_embed=True, step_cond=True, head_bias=True, cond_dropout=0.1)
 
 
-def rar_official_transformer(dim: int, depth: int, heads: int, hidden: int, dropout: float = 0.1) -> dict:
+def rar_official_transformer(dim: int, depth: int, heads: int, hidden: int, dropout: float = 0.1, attn_dropout: float = 0.1) -> dict:
     """RAR's block (``modeling/rar.py``): LayerNorm (1e-6, affine kept), qk-LayerNorm, biases, GELU MLP, adaLN-zero per slot; no RoPE."""
     return dict(dim=dim, depth=depth, heads=heads, mlp="gelu", mlp_hidden=hidden, mlp_bias=True, qkv_bias="qkv", proj_bias=True,
-                norm="layernorm", norm_eps=1e-6, qk_norm="layernorm", rope="none", adaln_dim=dim, adaln_norm_affine=True, dropout=dropout)
+                norm="layernorm", norm_eps=1e-6, qk_norm="layernorm", rope="none", adaln_dim=dim, adaln_norm_affine=True, dropout=dropout,
+                attn_dropout=attn_dropout)
 
 _register()

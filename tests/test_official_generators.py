@@ -115,7 +115,7 @@ OTHER_SIZES = {
 }
 
 
-TRAINING_ONLY = {"dropout", "drop_path", "token_dropout", "cond_dropout"}  # not in the weights; the official defaults are inferred
+TRAINING_ONLY = {"dropout", "attn_dropout", "drop_path", "token_dropout", "cond_dropout"}  # not in the weights; the official defaults are inferred
 
 
 def _architecture(cfg) -> dict:
@@ -250,3 +250,16 @@ def test_converted_folder_samples_through_the_cli(tmp_path, capsys):
     main(["sample", "--ckpt", str(out), "--label", "207", "--n", "2", "--out", str(png)])
     meta = json.loads(png.with_suffix(".json").read_text())
     assert png.is_file() and meta["sampler"]["cfg_scale"] == 16.0 and meta["sampler"]["cfg_schedule"] == "power-cosine"
+
+
+@pytest.mark.parametrize("family", ["llamagen", "rar", "var"])
+def test_official_dropouts_act_in_training_only(family):
+    """Token, residual, attention dropout and drop-path of the official recipes: random in training, off in eval."""
+    drops = {"llamagen": dict(resid_dropout_p=0.3, token_dropout_p=0.3), "rar": dict(dropout=0.3, attn_drop=0.3),
+             "var": dict(drop_rate=0.3, attn_drop_rate=0.3, drop_path_rate=0.3)}[family]
+    gen = build_generator(family, OTHER_SIZES[family] | drops)
+    _randomize(gen)
+    gen.eval()
+    assert torch.equal(_logits(family, gen), _logits(family, gen))
+    gen.train()
+    assert not torch.equal(_logits(family, gen), _logits(family, gen))

@@ -131,7 +131,7 @@ def _infer_var(state: dict, given: dict) -> dict:
     if sum(p * p for p in patch_nums) != L:
         raise ValueError(f"patch_nums {patch_nums} give {sum(p * p for p in patch_nums)} positions, the weights have {L}: pass args {{'patch_nums': [...]}}")
     return dict(depth=depth, embed_dim=dim, num_heads=state["blocks.0.attn.scale_mul_1H11"].shape[1], num_classes=state["class_emb.weight"].shape[0] - 1,
-                mlp_ratio=state["blocks.0.ffn.fc1.weight"].shape[0] / dim, norm_eps=1e-6, drop_rate=0.0, drop_path_rate=0.1 * depth / 24,
+                mlp_ratio=state["blocks.0.ffn.fc1.weight"].shape[0] / dim, norm_eps=1e-6, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.1 * depth / 24,
                 cond_drop_rate=0.1, attn_l2_norm=True, shared_aln=False, patch_nums=list(patch_nums), vocab_size=state["head.weight"].shape[0], Cvae=cvae)
 
 
@@ -155,14 +155,15 @@ def build_generator(family: str, args: dict[str, Any]):
     if family == "rar":
         n = args["image_seq_len"]
         g = int(round(n ** 0.5))
-        t = rar_official_transformer(args["hidden_size"], args["num_hidden_layers"], args["num_attention_heads"], args["intermediate_size"], args["dropout"])
+        t = rar_official_transformer(args["hidden_size"], args["num_hidden_layers"], args["num_attention_heads"], args["intermediate_size"],
+                                     args["dropout"], args["attn_drop"])
         cfg = dict(cond="class", num_classes=args["condition_num_classes"], vocab_size=args["codebook_size"], layout={"type": "grid", "h": g, "w": g},
                    image_size=16 * g, token_dim=args["token_size"], transformer=t, **(RAR_OFFICIAL | dict(cond_dropout=args["class_label_dropout"])))
         return RARGenerator(from_dict(RARConfig, cfg))
     if family == "var":
         pn = list(args["patch_nums"])
         t = var_official_transformer(args["depth"], args["embed_dim"], args["num_heads"], args["mlp_ratio"], args["norm_eps"], args["drop_path_rate"])
-        t["dropout"] = args["drop_rate"]
+        t |= dict(dropout=args["drop_rate"], attn_dropout=args.get("attn_drop_rate", 0.0))
         cfg = dict(cond="class", num_classes=args["num_classes"], vocab_size=args["vocab_size"], layout={"type": "scales", "scales": pn},
                    image_size=16 * pn[-1], token_dim=args["Cvae"], transformer=t, **(VAR_OFFICIAL | dict(cond_dropout=args["cond_drop_rate"])))
         return VARGenerator(from_dict(VARConfig, cfg))

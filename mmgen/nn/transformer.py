@@ -46,6 +46,7 @@ class TransformerConfig:
     adaln_dim: int = 0  # > 0: blocks are modulated by a condition vector of this size
     qk_norm: bool | str = True  # True = "rmsnorm"; "l2" = VAR (unit q, k; learned per-head scale)
     dropout: float = 0.0  # residual-branch dropout (attention output and MLP)
+    attn_dropout: float = 0.0  # dropout on the attention weights (RAR trains with 0.1)
     grad_checkpointing: bool = False
     norm: str = "rmsnorm"
     norm_eps: float | None = None  # None: torch's default for the norm type
@@ -108,6 +109,7 @@ class SelfAttention(nn.Module):
         norm = lambda: cfg.make_norm(cfg.head_dim) if qk in ("rmsnorm", "layernorm") else nn.Identity()  # noqa: E731
         self.q_norm, self.k_norm = norm(), norm()
         self.dropout = nn.Dropout(cfg.dropout)
+        self.attn_dropout = cfg.attn_dropout
 
     def _qkv(self, x: torch.Tensor) -> torch.Tensor:
         if not hasattr(self, "q_bias"):
@@ -128,7 +130,7 @@ class SelfAttention(nn.Module):
                 raise ValueError("a static KV cache needs a causal or block-causal mask to hide its unwritten slots")
             q_offset = cache.length
             k, v = cache.append(k, v)
-        out = attention(q, k, v, mask, q_offset=q_offset)
+        out = attention(q, k, v, mask, q_offset=q_offset, dropout_p=self.attn_dropout if self.training else 0.0)
         return self.dropout(self.proj(rearrange(out, "b h n d -> b n (h d)")))
 
 
