@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 __all__ = ["add_arguments", "run", "sampler_presets"]
@@ -74,8 +75,12 @@ def run(args: argparse.Namespace) -> dict:
     from mmgen.modeling import atomic_dir
     from mmgen.pipeline import TOKENIZER_DIR
 
+    given = _json_arg(args.args, "--args")
+    if args.family == "llamagen" and "block_size" not in given:
+        print("mmgen convert: LlamaGen's token grid is not in its weights: assuming 16x16 (256 px); "
+              "for a *_384 checkpoint pass --args '{\"block_size\": 576}'", file=sys.stderr)
     with torch.no_grad():
-        gen = convert_generator(args.family, load_official_state(args.generator), _json_arg(args.args, "--args"))
+        gen = convert_generator(args.family, load_official_state(args.generator), given)
     tok = _tokenizer(args.family, args.tokenizer, _json_arg(args.tokenizer_args, "--tokenizer-args")) if args.tokenizer else None
     if tok is not None:
         gen.bind_tokenizer(tok)
