@@ -248,7 +248,8 @@ _IGNORED = {"llamagen": r"(freqs_cis|causal_mask|layers\.\d+\.attention\.kv_cach
 def convert_generator(family: str, state: dict[str, torch.Tensor], args: dict | None = None):
     """Official generator state dict -> mmgen generator (eval mode); every official key must be used."""
     a = infer_args(family, state, args)
-    gen = build_generator(family, a)
+    with torch.device("meta"):  # no memory or init time for weights that are replaced anyway
+        gen = build_generator(family, a)
     try:
         mine = _STATE[family](state, gen)
     except KeyError as e:
@@ -260,7 +261,10 @@ def convert_generator(family: str, state: dict[str, torch.Tensor], args: dict | 
     shapes = {k: (tuple(state[k].shape), tuple(v.shape)) for k, v in back.items() if k in state and state[k].shape != v.shape}
     if shapes:
         raise ValueError(f"shapes differ from the architecture inferred ({a}): {dict(list(shapes.items())[:6])}")
-    gen.load_state_dict({k: v.float() for k, v in mine.items()}, strict=True)
+    gen.load_state_dict({k: v.float() for k, v in mine.items()}, strict=True, assign=True)
+    left = [n for n, t in [*gen.named_parameters(), *gen.named_buffers()] if t.is_meta]
+    if left:
+        raise RuntimeError(f"tensors left on the meta device after conversion: {left[:5]}")
     gen.official_args = a  # plain attribute: the converter writes it beside the config
     return gen.eval()
 
