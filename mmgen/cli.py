@@ -47,6 +47,12 @@ def _sample(args: argparse.Namespace) -> None:
     run(args)
 
 
+def _convert(args: argparse.Namespace) -> None:
+    from mmgen.convert.command import run
+
+    run(args)
+
+
 def _pack(args: argparse.Namespace) -> None:
     from mmgen.data import build_dataset, pack
 
@@ -338,6 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--share", choices=["true", "false"], default="false", help="also open a public gradio.live tunnel (needs internet)")
     dm.add_argument("--concurrency", type=int, default=2, help="generations running at once; more requests wait in the queue")
     dm.set_defaults(func=_demo)
+
+    cv = sub.add_parser("convert", help="official VAR / LlamaGen / RAR weights -> an mmgen checkpoint folder (--verify: parity report)")
+    from mmgen.convert.command import add_arguments as add_convert_arguments
+
+    add_convert_arguments(cv)
+    cv.set_defaults(func=_convert)
 
     ls = sub.add_parser("list", help="registered model presets")
     ls.add_argument("--kind", choices=["tokenizer", "generator"], default=None)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmgen.models.base import Callback, Condition, Generator, GeneratorConfig
+from mmgen.models.base import Callback, CondEmbedder, Condition, Generator, GeneratorConfig
 from mmgen.nn.masks import BlockCausal
 from mmgen.nn.transformer import Transformer, TransformerConfig
 from mmgen.registry import register_preset
@@ -23,12 +23,28 @@ from mmgen.sampling import SamplerConfig, cfg_scale_at, guide, sample_logits
 from mmgen.text import shapes_text_vocab
 from mmgen.tokens import ScalesLayout, Tokens
 
-__all__ = ["VARConfig", "VARGenerator", "scale_positions"]
+__all__ = ["VARConfig", "VARGenerator", "PooledOnlyCondEmbedder", "scale_positions", "var_official_transformer", "VAR_OFFICIAL"]
 
 
 @dataclass
 class VARConfig(GeneratorConfig):
     layout: dict = field(default_factory=lambda: {"type": "scales", "scales": [1, 2, 3, 4, 6, 8]})
+    # Options of the published VAR (mmgen.convert), with the transformer's rope="none":
+    class_prefix: bool = True  # False: no prefix slot; the condition enters the start tokens and the AdaLN only
+    abs_pos_embed: bool = False  # learned embedding per token slot (VAR's pos_1LC)
+    head_bias: bool = False
+
+
+class PooledOnlyCondEmbedder(CondEmbedder):
+    """A condition without prefix slots: only its pooled vector is used (VAR's class embedding)."""
+
+    def __init__(self, cfg: GeneratorConfig) -> None:
+        super().__init__(cfg)
+        self.prefix_len = 0
+
+    def forward(self, cond: Condition) -> tuple[torch.Tensor, torch.Tensor]:
+        prefix, pooled = super().forward(cond)
+        return prefix[:, :0], pooled
 
 
 def scale_positions(prefix: int, scales: tuple[int, ...]) -> torch.Tensor:
@@ -56,12 +72,18 @@ class VARGenerator(Generator):
         if not isinstance(self.layout, ScalesLayout):
             raise ValueError(f"the VAR generator needs a scales layout, got {self.layout}")
         dim, scales = self.config.transformer.dim, self.layout.scales
+        if not self.config.class_prefix:
+            if self.config.cond == "text":
+                raise ValueError("class_prefix=False pools the condition into one vector: use cond='class' or 'none'")
+            self.cond_embed = PooledOnlyCondEmbedder(self.config)
+        if self.config.abs_pos_embed:
+            self.pos_embed = nn.Parameter(torch.randn(self.layout.num_tokens, dim) * 0.02)
         self.word_embed = nn.Linear(self.config.token_dim, dim)
         self.start = nn.Parameter(torch.randn(1, scales[0] ** 2, dim) * 0.02)
         self.level_embed = nn.Embedding(len(scales), dim)
         nn.init.normal_(self.level_embed.weight, std=0.02)
         self.transformer = Transformer(self.config.transformer)
-        self.head = nn.Linear(dim, self.config.vocab_size, bias=False)
+        self.head = nn.Linear(dim, self.config.vocab_size, bias=self.config.head_bias)
         nn.init.zeros_(self.head.weight)
         P = self.cond_embed.prefix_len
         self.register_buffer("positions", scale_positions(P, scales), persistent=False)
@@ -86,17 +108,24 @@ class VARGenerator(Generator):
         """Teacher-forced logits ``(B, N, V)`` of all scales in one forward (block-causal)."""
         if tokens.ids is None or tokens.layout != self.layout:
             raise ValueError(f"expected discrete tokens with layout {self.layout}, got {tokens.layout}")
-        prefix, pooled = self.cond_embed(cond)
         with torch.no_grad():
             var_input = self.tokenizer.ids_to_var_input(tokens.ids)
+        return self.logits_from_input(var_input, cond)
+
+    def logits_from_input(self, var_input: torch.Tensor, cond: Condition) -> torch.Tensor:
+        """Teacher-forced logits from the tokenizer's next-scale inputs ``(B, N - scales[0]^2, token_dim)``."""
+        prefix, pooled = self.cond_embed(cond)
         x = torch.cat([prefix, self._scale_inputs(var_input, pooled)], dim=1)
-        return self.run_group(x, 0, None, pooled, last=tokens.ids.shape[1])
+        return self.run_group(x, 0, None, pooled, last=self.layout.num_tokens)
 
     def run_group(self, x: torch.Tensor, start: int, cache, pooled: torch.Tensor, last: int = 0) -> torch.Tensor:
         """Logits for sequence slots ``start .. start+len(x)-1`` (through the KV cache if given).
 
         ``last > 0`` applies the head to the last ``last`` slots only (the prefix needs no logits).
         """
+        if self.config.abs_pos_embed:  # token slots only (the prefix has none)
+            lo, hi = max(start, self.prefix_len), start + x.shape[1]
+            x = x + F.pad(self.pos_embed[lo - self.prefix_len : hi - self.prefix_len], (0, 0, lo - start, 0))
         h = self.transformer(x, self.positions[start : start + x.shape[1]], self._mask(), cache=cache, cond=pooled)
         return self.head(h[:, -last:] if last else h)
 
@@ -153,11 +182,25 @@ def _register() -> None:
     tiny = dict(dim=192, depth=6, heads=6)
     register_preset("var-tiny", VARGenerator, tags=("tiny",), transformer=dict(tiny), cond="text", text_vocab=shapes_text_vocab)
     register_preset("var-tiny-class", VARGenerator, tags=("tiny",), transformer=dict(tiny), cond="class", num_classes=10)
-    # VAR-d16 reference: depth 16, width 64*16, heads 16, VAR's 4096-code VQVAE, 10 scales to 16x16.
+    # mmgen's own architecture at VAR's reference sizes (depth d, width 64*d, heads d, VAR's 4096-code VQVAE, 10 scales to 16x16)
+    ref = dict(cond="class", num_classes=1000, vocab_size=4096, token_dim=32, image_size=256,
+               layout={"type": "scales", "scales": [1, 2, 3, 4, 5, 6, 8, 10, 13, 16]})
     for d in (16, 20, 24):
-        ref = dict(cond="class", num_classes=1000, vocab_size=4096, token_dim=32, image_size=256,
-                   layout={"type": "scales", "scales": [1, 2, 3, 4, 5, 6, 8, 10, 13, 16]})
-        register_preset(f"var-d{d}", VARGenerator, tags=("reference",), transformer=dict(dim=64 * d, depth=d, heads=d, mlp_ratio=4.0), **ref)
+        register_preset(f"var-mmgen-d{d}", VARGenerator, tags=("reference",), transformer=dict(dim=64 * d, depth=d, heads=d, mlp_ratio=4.0), **ref)
+    # the published VAR-d16..d30 (FoundationVision/VAR): their weights load with `mmgen convert --family var`
+    for d in (16, 20, 24, 30):
+        register_preset(f"var-d{d}", VARGenerator, tags=("reference", "official"), transformer=var_official_transformer(d), **ref, **VAR_OFFICIAL)
 
+
+VAR_OFFICIAL = dict(class_prefix=False, abs_pos_embed=True, head_bias=True, cond_dropout=0.1)
+
+
+def var_official_transformer(depth: int, dim: int | None = None, heads: int | None = None, mlp_ratio: float = 4.0, norm_eps: float = 1e-6,
+                             drop_path: float | None = None) -> dict:
+    """VAR's block (``models/basic_var.py``): LayerNorm, tanh-GELU MLP, l2-normalised q/k, per-block AdaLN; no RoPE."""
+    dim = dim or 64 * depth
+    return dict(dim=dim, depth=depth, heads=heads or depth, mlp_ratio=mlp_ratio, mlp_hidden=round(dim * mlp_ratio), norm="layernorm", norm_eps=norm_eps,
+                mlp="gelu-tanh", mlp_bias=True, qkv_bias="qv", proj_bias=True, qk_norm="l2", rope="none", adaln_dim=dim,
+                drop_path=0.1 * depth / 24 if drop_path is None else drop_path)
 
 _register()
