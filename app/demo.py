@@ -21,8 +21,8 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home; the demo works offline
 import gradio as gr  # noqa: E402
 
-from mmgen.app import handlers as H  # noqa: E402
 from mmgen import SHIPPED  # noqa: E402
+from mmgen.app import handlers as H  # noqa: E402
 from mmgen.app.models import InputError, ModelInfo, ModelRegistry  # noqa: E402
 from mmgen.sampling import CFG_SCHEDULES, SamplerConfig  # noqa: E402
 

@@ -86,8 +86,9 @@ def rar_case(seed: int) -> dict:
 
 
 def var_case(seed: int) -> dict:
-    from models.var import VAR
     from models.vqvae import VQVAE
+
+    from models.var import VAR
 
     r = random.Random(seed)
     heads = r.choice([1, 2, 4])
@@ -128,7 +129,7 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(2)
     bad = 0
-    for family, repo, case in (("llamagen", args.llamagen_repo, llamagen_case), ("rar", args.rar_repo, rar_case), ("var", args.var_repo, var_case)):
+    for _family, repo, case in (("llamagen", args.llamagen_repo, llamagen_case), ("rar", args.rar_repo, rar_case), ("var", args.var_repo, var_case)):
         if not repo:
             continue
         sys.path.insert(0, repo)

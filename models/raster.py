@@ -33,7 +33,8 @@ from mmgen.tokens import GridLayout, SegmentsLayout, SequenceLayout, Tokens
 from mmgen.models.base import Callback, CondEmbedder, Condition, Generator, GeneratorConfig
 from mmgen.text import shapes_text_vocab
 
-__all__ = ["RasterConfig", "RasterGenerator", "StartTokenCondEmbedder", "llamagen_official_transformer", "LLAMAGEN_SIZES", "LLAMAGEN_OFFICIAL", "grid_positions", "sequence_positions", "llamagen_positions"]
+__all__ = ["RasterConfig", "RasterGenerator", "StartTokenCondEmbedder", "llamagen_official_transformer", "LLAMAGEN_SIZES", "LLAMAGEN_OFFICIAL",
+           "grid_positions", "sequence_positions", "llamagen_positions"]
 
 
 @dataclass

@@ -26,8 +26,8 @@ from mmgen.cli import main
 from mmgen.config import to_dict
 from mmgen.convert.generators import build_generator, convert_generator, generator_to_official, infer_args, load_official_state
 from mmgen.convert.verify import TOLERANCE, verify
-from mmgen.models.base import Condition
 from mmgen.modeling import load_module
+from mmgen.models.base import Condition
 from mmgen.tokens import Tokens
 
 FIXTURES = Path(os.environ.get("MMGEN_PARITY_FIXTURES") or Path(__file__).parents[1].parent / "shared" / "fixtures" / "parity")

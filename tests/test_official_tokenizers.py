@@ -20,7 +20,6 @@ from mmgen.convert.tokenizer_parity import verify_tokenizer
 from mmgen.modeling import load_module
 from mmgen.tokens import GridLayout, ScalesLayout, Tokens
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 REPO = Path(__file__).parents[1]

@@ -287,7 +287,7 @@ def generator_to_official(family: str, gen, args: dict | None = None) -> dict[st
                 out[f"layers.{i}.{a}.weight"] = sd[f"transformer.blocks.{i}.{b}.weight"]
         return out
     if family == "rar":
-        V, N, P, D = gen.config.vocab_size, gen.layout.num_tokens, gen.prefix_len, t.dim
+        N, P, D = gen.layout.num_tokens, gen.prefix_len, t.dim
         pad = lambda x, rows, at=0: torch.cat([x.new_zeros(at, D), x, x.new_zeros(rows - at - x.shape[0], D)])[None]  # noqa: E731
         out |= {"cls_token": sd["cond_embed.start"], "embeddings.weight": torch.cat([sd["tok_embed.weight"], sd["tok_embed.weight"].new_zeros(1, D), sd["cond_embed.embed.weight"]]),
                 "pos_embed": pad(sd["pos_embed"], N + 1024), "target_aware_pos_embed": pad(sd["target_pos"], N + 1024, P),
