@@ -27,9 +27,10 @@ from torch import nn
 from mmgen.nn.masks import Causal
 from mmgen.nn.transformer import Transformer, TransformerConfig
 from mmgen.registry import register_preset
-from mmgen.sampling import SamplerConfig, cfg_scale_at, guide, sample_logits
+from mmgen.sampling import CATEGORICAL_FIELDS, DECODING_FIELDS, GUIDANCE_FIELDS, SamplerConfig, sample_logits
 from mmgen.tokens import GridLayout, SegmentsLayout, SequenceLayout, Tokens
-from mmgen.models.base import Callback, Condition, Generator, GeneratorConfig
+from mmgen.models.base import Condition, Generator, GeneratorConfig
+from mmgen.models.decoding import Decode
 from mmgen.text import shapes_text_vocab
 
 __all__ = ["RasterConfig", "RasterGenerator", "grid_positions", "sequence_positions"]
@@ -56,6 +57,7 @@ def sequence_positions(prefix: int, n: int) -> torch.Tensor:
 
 class RasterGenerator(Generator):
     config_class = RasterConfig
+    sampler_fields = DECODING_FIELDS + GUIDANCE_FIELDS + CATEGORICAL_FIELDS + ("token_budget",)  # token_budget: 1D sequences only
 
     def __init__(self, config: RasterConfig) -> None:
         super().__init__(config)
@@ -74,10 +76,6 @@ class RasterGenerator(Generator):
         P = self.cond_embed.prefix_len
         pos = grid_positions(P, self.layout.h, self.layout.w) if isinstance(self.layout, GridLayout) else sequence_positions(P, self.layout.num_tokens)
         self.register_buffer("positions", pos, persistent=False)
-
-    @property
-    def prefix_len(self) -> int:
-        return self.cond_embed.prefix_len
 
     def _mask(self) -> Causal:
         return Causal(prefix=self.prefix_len)
@@ -108,7 +106,7 @@ class RasterGenerator(Generator):
         if ids is None or tokens.layout != self.layout:
             raise ValueError(f"expected discrete tokens with layout {self.layout}, got {tokens.layout}")
         prefix, pooled = self.cond_embed(cond)
-        pooled = self._adaln(pooled)
+        pooled = self.adaln_cond(pooled)
         P, N = self.prefix_len, ids.shape[1]
         if order is None:
             x = torch.cat([prefix, self.tok_embed(ids[:, :-1])], dim=1)
@@ -138,41 +136,22 @@ class RasterGenerator(Generator):
     def forward_passes(self) -> int:
         return self.layout.num_tokens
 
-    def _adaln(self, pooled: torch.Tensor | None) -> torch.Tensor | None:
-        """The pooled condition when the backbone is AdaLN-modulated (RAR's reference models), else None."""
-        return pooled if self.config.transformer.adaln_dim else None
-
-    @torch.no_grad()
-    def next_logits(self, x: torch.Tensor, start: int, cache, pooled: torch.Tensor | None = None) -> torch.Tensor:
-        """Run slots ``start..start+n-1`` (through the cache if given) and return the last slot's logits."""
-        pos = self._token_positions(start, start + x.shape[1])
-        h = self.transformer(self._add_targets(x, start), pos, self._mask(), cache=cache, cond=self._adaln(pooled))
-        return self.head(h[:, -1]).float()
-
-    @torch.no_grad()
-    def generate(self, cond: Condition, sampler: SamplerConfig | None = None, callback: Callback | None = None, negative: Condition | None = None) -> Tokens:
-        sampler = (sampler or SamplerConfig()).validate()
-        B, N, P = cond.batch_size, self.num_to_generate(sampler), self.prefix_len
-        rng = sampler.generator(self.device)
-        full = self.cfg_batch(cond.to(self.device), sampler, negative)
+    def decode_schedule(self, full: Condition, batch: int, sampler: SamplerConfig) -> Decode:
+        """One token per step: the prefix first, then each sampled token's embedding."""
         prefix, pooled = self.cond_embed(full)
-        ids = torch.zeros(B, N, dtype=torch.long, device=self.device)
-        cache = self.transformer.new_cache(P + N, sampler.static_cache) if sampler.use_cache else None
-        x, start = prefix, 0
-        for n in range(N):
-            if cache is None:  # recompute the whole sequence every step (reference / benchmark path)
-                seq = torch.cat([prefix, self.tok_embed(ids[:, :n]).repeat(full.batch_size // B, 1, 1)], 1)
-                logits = self.next_logits(seq, 0, None, pooled)
-            else:
-                logits = self.next_logits(x, start, cache, pooled)
-            if sampler.guided:
-                logits = guide(logits, cfg_scale_at(sampler, n / max(N - 1, 1)))
-            ids[:, n] = self._next_ids(logits, ids[:, :n], sampler, rng)
-            start += x.shape[1]
-            x = self.tok_embed(ids[:, n : n + 1]).repeat(full.batch_size // B, 1, 1)
-            if callback is not None:
-                callback(n + 1, N, self._partial(ids, n + 1))
-        return self._partial(ids, N) if N < self.layout.num_tokens else Tokens(self.layout, ids=ids)
+        N = self.num_to_generate(sampler)
+        ids = torch.zeros(batch, N, dtype=torch.long, device=self.device)
+        return Decode(self.transformer, prefix, self.positions[: self.prefix_len + N], self._mask(), N, self._token_step, self._sampled,
+                      batch, cond=self.adaln_cond(pooled), inputs=self._add_targets, state={"ids": ids})
+
+    def _token_step(self, d: Decode, n: int, h: torch.Tensor) -> torch.Tensor | None:
+        ids = d.state["ids"]
+        ids[:, n] = self._next_ids(d.guide(self.head(h[:, -1]).float()), ids[:, :n], d.sampler, d.rng)
+        return self.tok_embed(ids[:, n : n + 1]) if n + 1 < d.steps else None
+
+    def _sampled(self, d: Decode, n: int) -> Tokens:
+        ids = d.state["ids"]
+        return self._partial(ids, n) if n < self.layout.num_tokens else Tokens(self.layout, ids=ids)
 
     def num_to_generate(self, sampler: SamplerConfig) -> int:
         """Tokens to sample: all, or ``sampler.token_budget`` of a truncatable 1D sequence (FlexTok)."""
