@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, ClassVar, Literal, Sequence
 
 import torch
@@ -238,6 +238,15 @@ class Generator(ConfigModule):
                 raise ValueError(f"{type(self).__name__} does not use SamplerConfig.{f.name} (got {value!r}; leave it at "
                                  f"{getattr(default, f.name)!r}); it uses: {', '.join(allowed)}")
         return sampler
+
+    def restrict_sampler(self, sampler: SamplerConfig) -> SamplerConfig:
+        """``sampler`` with every field this model does not read set back to its default.
+
+        For one setting shared by models of different paradigms (a comparison): an explicit choice,
+        where ``generate`` refuses such fields.
+        """
+        default = SamplerConfig()
+        return replace(sampler, **{f.name: getattr(default, f.name) for f in fields(SamplerConfig) if f.name not in self.sampler_fields})
 
     def check_latent_frames(self, latent_frames: int | None) -> dict[str, int]:
         """``{"latent_frames": t}`` for a video layout (default: all), ``{}`` for an image model."""

@@ -21,7 +21,7 @@ The loop owns the rest, the same for every paradigm:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -29,7 +29,7 @@ from mmgen.nn.kv_cache import KVCache
 from mmgen.nn.masks import Mask
 from mmgen.sampling import SamplerConfig, cfg_scale_at, guide
 
-__all__ = ["Decode", "decode"]
+__all__ = ["Decode", "decode", "run_in_groups"]
 
 
 @dataclass(eq=False)
@@ -104,3 +104,16 @@ def decode(d: Decode, sampler: SamplerConfig, callback: Callable[[int, int, Any]
             return d.tokens(d, k + 1)
         x = d.double(nxt)
     return d.tokens(d, d.steps)
+
+
+def run_in_groups(transformer: torch.nn.Module, x: torch.Tensor, positions: torch.Tensor, mask: Mask, sizes: Sequence[int],
+                  cond: torch.Tensor | None = None) -> torch.Tensor:
+    """A teacher-forced pass of ``x`` cut into groups of ``sizes`` through a fresh KV cache, as decoding runs it.
+
+    For tests that compare the cached pass with one full pass (``cached=True`` of the models' teacher-forced outputs).
+    """
+    cache, out, a = transformer.new_cache(), [], 0
+    for n in sizes:
+        out.append(transformer(x[:, a : a + n], positions[a : a + n], mask, cache=cache, cond=cond))
+        a += n
+    return torch.cat(out, 1)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmgen.models.base import Condition, Generator, GeneratorConfig
-from mmgen.models.decoding import Decode
+from mmgen.models.decoding import Decode, run_in_groups
 from mmgen.nn.masks import BlockCausal
 from mmgen.nn.transformer import Transformer
 from mmgen.registry import register_preset
@@ -174,12 +174,8 @@ class NBPGenerator(Generator):
         x = self._inputs(tokens.ids[:, self.perm], prefix)
         if not cached:
             return self.head(self._outputs(self.transformer(x, self.positions, self._mask())))
-        cache, hs, start = self.transformer.new_cache(), [], 0
-        bounds = [self.prefix_len + s for s in torch.tensor((0,) + self.block_sizes()).cumsum(0).tolist()]
-        for a, b in zip([0] + bounds[:-1], bounds):
-            if b > a:
-                hs.append(self.transformer(x[:, a:b], self.positions[a:b], self._mask(), cache=cache))
-        return self.head(self._outputs(torch.cat(hs, 1)))
+        h = run_in_groups(self.transformer, x, self.positions, self._mask(), (self.prefix_len, *self.block_sizes()))
+        return self.head(self._outputs(h))
 
     def forward(self, tokens: Tokens, cond: Condition) -> tuple[torch.Tensor, dict]:
         if self.training:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmgen.models.base import Condition, Generator, GeneratorConfig
-from mmgen.models.decoding import Decode, decode
+from mmgen.models.decoding import Decode, decode, run_in_groups
 from mmgen.models.nbp import check_clip_length
 from mmgen.nn.masks import Causal
 from mmgen.nn.transformer import Transformer
@@ -164,8 +164,7 @@ class UnifiedGenerator(Generator):
         x = self.embed(ids)
         if not cached:
             return self.transformer(x, pos, Causal())
-        cache = self.transformer.new_cache()
-        return torch.cat([self.transformer(x[:, i : i + 1], pos[i : i + 1], Causal(), cache=cache) for i in range(x.shape[1])], 1)
+        return run_in_groups(self.transformer, x, pos, Causal(), [1] * x.shape[1])
 
     def logits(self, tokens: TaskBatch | Tokens, cond: Condition, cached: bool = False) -> torch.Tensor:
         """Teacher-forced next-token logits of every group, flattened and concatenated ``(sum B*(S-1), V)``.

@@ -32,7 +32,7 @@ from einops import repeat
 from torch import nn
 
 from mmgen.models.base import Condition, Generator, GeneratorConfig
-from mmgen.models.decoding import Decode
+from mmgen.models.decoding import Decode, run_in_groups
 from mmgen.models.entities import EntitySchedule, parse_entities
 from mmgen.models.flow_head import FlowHead, TimestepEmbedder, interpolate, solve_flow
 from mmgen.nn.transformer import Transformer
@@ -154,11 +154,7 @@ class XARGenerator(Generator):
         if not cached:
             h = self.transformer(x, self.positions, mask, cond=pooled)[:, P:]
         else:
-            cache, offs, parts = self.transformer.new_cache(), self.schedule.offsets(), []
-            self.transformer(x[:, :P], self.positions[:P], mask, cache=cache, cond=pooled)
-            for a, b in zip(offs[:-1], offs[1:]):
-                parts.append(self.transformer(x[:, P + a : P + b], self.positions[P + a : P + b], mask, cache=cache, cond=pooled))
-            h = torch.cat(parts, dim=1)
+            h = run_in_groups(self.transformer, x, self.positions, mask, (P, *self.schedule.sizes), cond=pooled)[:, P:]
         return self.head(h, t_emb), v, weight
 
     def forward(self, tokens: Tokens, cond: Condition) -> tuple[torch.Tensor, dict]:
