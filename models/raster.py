@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmgen.nn.masks import Causal
-from mmgen.nn.transformer import Transformer, TransformerConfig
+from mmgen.nn.transformer import Transformer
 from mmgen.registry import register_preset
 from mmgen.sampling import CATEGORICAL_FIELDS, DECODING_FIELDS, GUIDANCE_FIELDS, SamplerConfig, sample_logits
 from mmgen.tokens import GridLayout, SegmentsLayout, SequenceLayout, Tokens

@@ -6,19 +6,15 @@ more than the tolerance here.
 """
 import copy
 import functools
-import json
 import math
 from dataclasses import fields
-from pathlib import Path
 
 import pytest
 import torch
 
-import mmgen
 from mmgen.models import RasterConfig, RasterGenerator, UnifiedConfig, UnifiedGenerator, VARConfig, VARGenerator, XARConfig, XARGenerator
 from mmgen.sampling import SamplerConfig
 
-ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ["a large red circle at the top left", "a small blue square at the bottom right"]
 VIDEO_PROMPTS = ["a red circle moving right", "a small cyan triangle moving up"]
 REL_TOL = 1e-4  # float32 cached vs full passes agree to ~1e-6 relative
@@ -37,15 +33,6 @@ CASES = [
     ("shapes-unified", {}, {"latent_frames": 1}),
     ("shapes-unified", {"cfg_scale": 2.0}, {"latent_frames": 2}),
 ]
-
-
-@functools.lru_cache(maxsize=None)
-def shipped(name):
-    path = ROOT / "checkpoints" / name
-    if not (path / "config.json").is_file():
-        pytest.skip(f"no shipped checkpoint {name}")
-    rec = path / "sampler.json"
-    return mmgen.load(path), json.loads(rec.read_text()) if rec.is_file() else {}
 
 
 def condition(pipe):
@@ -75,7 +62,7 @@ def assert_same_outputs(ref, other, what):
 
 
 @pytest.mark.parametrize("name,overrides,kw", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
-def test_cached_generate_matches_full_recomputation(name, overrides, kw):
+def test_cached_generate_matches_full_recomputation(shipped, name, overrides, kw):
     pipe, rec = shipped(name)
     gen = pipe.generator
     cond = condition(pipe)
@@ -92,7 +79,7 @@ def test_cached_generate_matches_full_recomputation(name, overrides, kw):
             assert torch.equal(out.ids, tokens.ids)
 
 
-def test_cached_caption_matches_full_recomputation():
+def test_cached_caption_matches_full_recomputation(shipped):
     pipe, _ = shipped("shapes-unified")
     gen = pipe.generator
     images = gen.generate(condition(pipe), SamplerConfig(seed=1), latent_frames=1)
@@ -159,7 +146,7 @@ def test_latent_frames_only_for_video_models():
         gen.generate(gen.make_condition(labels=[1]), latent_frames=2)
 
 
-def test_caption_refuses_guidance():
+def test_caption_refuses_guidance(shipped):
     pipe, _ = shipped("shapes-unified")
     images = pipe.generator.generate(condition(pipe), SamplerConfig(seed=1), latent_frames=1)
     with pytest.raises(ValueError, match=r"UnifiedGenerator does not use SamplerConfig\.cfg_scale"):

@@ -8,7 +8,6 @@ import mmgen
 from mmgen.models import NBPGenerator, RasterGenerator, UnifiedGenerator, VARGenerator, XARGenerator
 from mmgen.models.base import tokenizer_overrides
 from mmgen.models.decoding import run_in_groups
-from mmgen.modeling import load_module
 from mmgen.pipeline import Pipeline, save_pipeline
 from mmgen.registry import preset_info
 from mmgen.sampling import SamplerConfig

@@ -5,15 +5,10 @@ prompts drawn with a seed no other evaluation uses. A broken decode loop (guidan
 cache off by one, a wrong schedule) falls far below these floors; a healthy one sits well above
 them (bench/RESULTS.md: 500-prompt numbers).
 """
-import functools
-import json
-from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
 
-import mmgen
 from mmgen.eval.generation import shapes_prompts
 from mmgen.eval.judge import judge_batch
 from mmgen.eval.video_judge import judge_video_batch, video_prompts
@@ -21,7 +16,6 @@ from mmgen.sampling import SamplerConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small batches: one thread is fastest on a shared CPU
 
-ROOT = Path(__file__).resolve().parent.parent
 SEED = 31337  # prompts and samples; the evaluations use 10007, the sampler tuning 4242
 N = 50
 
@@ -39,18 +33,9 @@ FLOORS = {
 }
 
 
-@functools.lru_cache(maxsize=None)
-def shipped(name):
-    path = ROOT / "checkpoints" / name
-    if not (path / "config.json").is_file():
-        pytest.skip(f"no shipped checkpoint {name}")
-    rec = path / "sampler.json"
-    return mmgen.load(path), SamplerConfig(**json.loads(rec.read_text()) if rec.is_file() else {})
-
-
-def score(name, task, n):
-    pipe, sampler = shipped(name)
-    sampler = replace(sampler, seed=SEED)
+def score(shipped, name, task, n):
+    pipe, recommended = shipped(name)
+    sampler = SamplerConfig(**{**recommended, "seed": SEED})
     with torch.no_grad():
         if task == "t2v":
             prompts = video_prompts(n, seed=SEED)
@@ -63,13 +48,13 @@ def score(name, task, n):
 
 
 @pytest.mark.parametrize("name", list(FLOORS))
-def test_shipped_checkpoint_keeps_its_quality(name):
+def test_shipped_checkpoint_keeps_its_quality(shipped, name):
     task, floor, n = FLOORS[name]
-    result = score(name, task, n)
+    result = score(shipped, name, task, n)
     assert result["n"] == n
     assert result["whole"] >= floor, f"{name} ({task}): whole-prompt judge accuracy {result['whole']:.3f} < floor {floor} ({result})"
 
 
-def test_unified_text_to_image_keeps_its_quality():
+def test_unified_text_to_image_keeps_its_quality(shipped):
     """The unified model's secondary task: one latent frame. Measured 0.76 on these prompts (0.84 on 500)."""
-    assert score("shapes-unified", "t2i", N)["whole"] >= 0.7
+    assert score(shipped, "shapes-unified", "t2i", N)["whole"] >= 0.7
