@@ -12,7 +12,10 @@ from dataclasses import fields
 import pytest
 import torch
 
+import mmgen
+from mmgen.config import from_dict, to_dict
 from mmgen.models import RasterConfig, RasterGenerator, UnifiedConfig, UnifiedGenerator, VARConfig, VARGenerator, XARConfig, XARGenerator
+from mmgen.models.base import tokenizer_overrides
 from mmgen.sampling import SamplerConfig
 
 PROMPTS = ["a large red circle at the top left", "a small blue square at the bottom right"]
@@ -92,14 +95,11 @@ def test_cached_caption_matches_full_recomputation(shipped):
 # ----- the sampler contract
 @functools.lru_cache(maxsize=None)
 def tiny(cls):
-    import mmgen.tokenizers_vis  # noqa: F401  (registers the tokenizers)
-
-    tok = {VARGenerator: "msvq-tiny", XARGenerator: "kl-tiny"}.get(cls, "vq-tiny")
-    tok = mmgen.create_tokenizer(tok)
+    """A one-layer class-conditional generator of ``cls`` bound to its tiny tokenizer."""
+    tok = mmgen.create_tokenizer({VARGenerator: "msvq-tiny", XARGenerator: "kl-tiny"}.get(cls, "vq-tiny"))
     name = {VARGenerator: "var-tiny-class", XARGenerator: "xar-tiny-class", RasterGenerator: "raster-tiny-class"}[cls]
-    from mmgen.models.base import tokenizer_overrides
-
-    return mmgen.create_generator(name, **tokenizer_overrides(tok), transformer=dict(dim=32, depth=1, heads=2)).bind_tokenizer(tok).eval()
+    gen = mmgen.create_generator(name, **tokenizer_overrides(tok), transformer=dict(dim=32, depth=1, heads=2))
+    return gen.bind_tokenizer(tok).eval()
 
 
 @pytest.mark.parametrize("cls,field,value", [
@@ -159,8 +159,6 @@ def test_caption_refuses_guidance(shipped):
     (RasterGenerator, RasterConfig(transformer=dict(dim=32, depth=1, heads=2))),
 ])
 def test_constructors_do_not_mutate_their_config(cls, config):
-    from mmgen.config import from_dict, to_dict
-
     config = from_dict(type(config), to_dict(config))  # typed nested transformer config
     before = copy.deepcopy(config)
     gen = cls(config)
@@ -170,8 +168,6 @@ def test_constructors_do_not_mutate_their_config(cls, config):
 
 
 def test_unified_model_has_no_condition_embedding():
-    from mmgen.config import from_dict
-
     gen = UnifiedGenerator(from_dict(UnifiedConfig, {"transformer": {"dim": 32, "depth": 1, "heads": 2}, "vocab_size": 16}))
     assert gen.cond_embed.embed is None
     assert not any(k.startswith("cond_embed.") for k in gen.state_dict())
