@@ -81,22 +81,22 @@ class CondEmbedder(nn.Module):
     its null condition, so a negative prompt is simply another text.
     """
 
-    def __init__(self, cfg: GeneratorConfig, embed: bool = True) -> None:
+    def __init__(self, config: GeneratorConfig, embed: bool = True) -> None:
         """``embed=False``: no embedding table (a model that embeds text ids in its own vocabulary)."""
         super().__init__()
-        dim = cfg.transformer.dim
-        self.kind = cfg.cond
-        if cfg.cond == "class":
-            rows, self.prefix_len = cfg.num_classes + 1, 1
-        elif cfg.cond == "text":
-            self.text_tokenizer = TextTokenizer(cfg.text_context, cfg.text_vocab)
-            rows, self.prefix_len = self.text_tokenizer.vocab_size, cfg.text_context
+        dim = config.transformer.dim
+        self.kind = config.cond
+        if config.cond == "class":
+            rows, self.prefix_len = config.num_classes + 1, 1
+        elif config.cond == "text":
+            self.text_tokenizer = TextTokenizer(config.text_context, config.text_vocab)
+            rows, self.prefix_len = self.text_tokenizer.vocab_size, config.text_context
         else:
             rows, self.prefix_len = 1, 1  # a learned start token
         self.embed = nn.Embedding(rows, dim) if embed else None
         if embed:
             nn.init.normal_(self.embed.weight, std=0.02)
-        self.num_classes = cfg.num_classes
+        self.num_classes = config.num_classes
 
     def null(self, batch_size: int, device) -> Condition:
         if self.kind == "class":

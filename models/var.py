@@ -51,10 +51,10 @@ class VARGenerator(Generator):
 
     def __init__(self, config: VARConfig) -> None:
         super().__init__(config)
-        tcfg = self.config.transformer  # the generator's own copy (the base copies the config)
-        if tcfg.adaln_dim not in (0, tcfg.dim):
-            raise ValueError(f"VAR's AdaLN condition has the model width {tcfg.dim}; got adaln_dim={tcfg.adaln_dim}")
-        tcfg.adaln_dim = tcfg.dim  # the condition always modulates VAR's blocks
+        tconfig = self.config.transformer  # the generator's own copy (the base copies the config)
+        if tconfig.adaln_dim not in (0, tconfig.dim):
+            raise ValueError(f"VAR's AdaLN condition has the model width {tconfig.dim}; got adaln_dim={tconfig.adaln_dim}")
+        tconfig.adaln_dim = tconfig.dim  # the condition always modulates VAR's blocks
         if not isinstance(self.layout, ScalesLayout):
             raise ValueError(f"the VAR generator needs a scales layout, got {self.layout}")
         dim, scales = self.config.transformer.dim, self.layout.scales

@@ -64,21 +64,21 @@ class XARGenerator(Generator):
 
     def __init__(self, config: XARConfig) -> None:
         super().__init__(config)
-        cfg, tcfg = self.config, self.config.transformer
-        if cfg.vocab_size:
-            raise ValueError(f"xAR models continuous latents (vocab_size=0); got vocab_size={cfg.vocab_size}: bind a continuous tokenizer such as kl-tiny")
-        if cfg.token_dim < 1:
-            raise ValueError(f"token_dim (latent channels) must be >= 1, got {cfg.token_dim}")
-        if tcfg.adaln_dim not in (0, tcfg.dim):
-            raise ValueError(f"xAR's AdaLN condition has the model width {tcfg.dim}; got adaln_dim={tcfg.adaln_dim}")
-        tcfg.adaln_dim = tcfg.dim  # on the generator's own copy of the config (the base copies it)
-        self.schedule: EntitySchedule = parse_entities(cfg.entities, self.layout)
-        dim, M = tcfg.dim, self.schedule.num_slots
-        self.in_proj = nn.Linear(cfg.token_dim, dim)
+        config, tconfig = self.config, self.config.transformer
+        if config.vocab_size:
+            raise ValueError(f"xAR models continuous latents (vocab_size=0); got vocab_size={config.vocab_size}: bind a continuous tokenizer such as kl-tiny")
+        if config.token_dim < 1:
+            raise ValueError(f"token_dim (latent channels) must be >= 1, got {config.token_dim}")
+        if tconfig.adaln_dim not in (0, tconfig.dim):
+            raise ValueError(f"xAR's AdaLN condition has the model width {tconfig.dim}; got adaln_dim={tconfig.adaln_dim}")
+        tconfig.adaln_dim = tconfig.dim  # on the generator's own copy of the config (the base copies it)
+        self.schedule: EntitySchedule = parse_entities(config.entities, self.layout)
+        dim, M = tconfig.dim, self.schedule.num_slots
+        self.in_proj = nn.Linear(config.token_dim, dim)
         self.slot_embed = nn.Parameter(torch.randn(M, dim) * 0.02)  # absolute slot (the reference's learned pos-embed)
         self.time_embed = TimestepEmbedder(dim)
-        self.transformer = Transformer(tcfg)
-        self.head = FlowHead(dim, cfg.token_dim, cfg.head_depth, cfg.head_width)
+        self.transformer = Transformer(tconfig)
+        self.head = FlowHead(dim, config.token_dim, config.head_depth, config.head_width)
         nn.init.zeros_(self.head.out.weight)
         nn.init.zeros_(self.head.out.bias)
         self.register_buffer("positions", self.schedule.positions(self.prefix_len), persistent=False)
