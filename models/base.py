@@ -220,6 +220,10 @@ class Generator(ConfigModule):
             cond = Condition(pixels.shape[0])
         return tokens, cond
 
+    def training_condition(self, cond: Condition) -> Condition:
+        """While training, each sample's condition is dropped to the null one with ``cond_dropout`` (CFG's unconditional branch)."""
+        return self.cond_embed.drop(cond, self.config.cond_dropout) if self.training else cond
+
     def cfg_batch(self, cond: Condition, sampler: SamplerConfig, negative: Condition | None = None) -> Condition:
         """``[cond; uncond]`` when guidance is on, else ``cond``."""
         if not sampler.guided:

@@ -178,8 +178,7 @@ class NBPGenerator(Generator):
         return self.head(self._outputs(h))
 
     def forward(self, tokens: Tokens, cond: Condition) -> tuple[torch.Tensor, dict]:
-        if self.training:
-            cond = self.cond_embed.drop(cond, self.config.cond_dropout)
+        cond = self.training_condition(cond)
         logits = self.logits(tokens, cond)
         target = tokens.ids[:, self.perm]
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1))

@@ -123,8 +123,7 @@ class RasterGenerator(Generator):
         return self.head(h[:, P - 1 :])
 
     def forward(self, tokens: Tokens, cond: Condition) -> tuple[torch.Tensor, dict]:
-        if self.training:
-            cond = self.cond_embed.drop(cond, self.config.cond_dropout)
+        cond = self.training_condition(cond)
         logits = self.logits(tokens, cond)
         target = tokens.ids
         if isinstance(self.layout, SegmentsLayout):  # nothing to learn after the first end token

@@ -92,8 +92,7 @@ class VARGenerator(Generator):
         return self.head(h[:, -tokens.ids.shape[1] :])  # the prefix needs no logits
 
     def forward(self, tokens: Tokens, cond: Condition) -> tuple[torch.Tensor, dict]:
-        if self.training:
-            cond = self.cond_embed.drop(cond, self.config.cond_dropout)
+        cond = self.training_condition(cond)
         logits = self.logits(tokens, cond)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tokens.ids.reshape(-1))
         logs = {"ce": loss.detach()}

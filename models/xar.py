@@ -158,8 +158,7 @@ class XARGenerator(Generator):
         return self.head(h, t_emb), v, weight
 
     def forward(self, tokens: Tokens, cond: Condition) -> tuple[torch.Tensor, dict]:
-        if self.training:
-            cond = self.cond_embed.drop(cond, self.config.cond_dropout)
+        cond = self.training_condition(cond)
         pred, v, weight = self.velocity(tokens, cond)
         err = (pred.float() - v).square().mean(-1)
         loss = (err * weight).sum() / weight.sum()
