@@ -332,7 +332,8 @@ def run_comparison(world: str, budget: int, paradigms: Sequence[str] | None = No
                "params": gen.num_params(), "params_backbone": sum(q.numel() for m in gen.modules() if isinstance(m, Transformer) for q in m.parameters()),
                "steps": steps, "batch_size": batch_size, "train_s": train_s, "reused_run": resumed, "final_loss": loss,
                "forward_passes": gen.forward_passes(), "run": _show(run)}
-        row.update(_evaluate(pipe, world, n_eval, n_ref, sampler, speed_batch, repeats, progress))
+        own = gen.restrict_sampler(sampler)  # the shared settings this paradigm reads (no temperature for xAR)
+        row.update(_evaluate(pipe, world, n_eval, n_ref, own, speed_batch, repeats, progress))
         rows.append(row)
         write_report(out, meta, rows)
     return rows

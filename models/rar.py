@@ -65,8 +65,7 @@ class RARGenerator(RasterGenerator):
     def forward(self, tokens: Tokens, cond: Condition, progress: float = 0.0) -> tuple[torch.Tensor, dict]:
         """Loss at training ``progress`` in [0, 1] (the trainer passes ``step / steps``); eval is raster order."""
         r = permute_probability(progress, self.config.anneal_start, self.config.anneal_end) if self.training else 0.0
-        if self.training:
-            cond = self.cond_embed.drop(cond, self.config.cond_dropout)
+        cond = self.training_condition(cond)
         order = self.sample_orders(tokens.ids.shape[0], r)
         logits = self.logits(tokens, cond, order)
         target = tokens.ids.gather(1, order)

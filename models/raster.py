@@ -26,11 +26,12 @@ from torch import nn
 
 from mmgen.nn.layers import swiglu_hidden
 from mmgen.nn.masks import Causal
-from mmgen.nn.transformer import Transformer, TransformerConfig
+from mmgen.nn.transformer import Transformer
 from mmgen.registry import register_preset
-from mmgen.sampling import SamplerConfig, cfg_scale_at, guide, sample_logits
+from mmgen.sampling import CATEGORICAL_FIELDS, DECODING_FIELDS, GUIDANCE_FIELDS, SamplerConfig, sample_logits
 from mmgen.tokens import GridLayout, SegmentsLayout, SequenceLayout, Tokens
-from mmgen.models.base import Callback, CondEmbedder, Condition, Generator, GeneratorConfig
+from mmgen.models.base import CondEmbedder, Condition, Generator, GeneratorConfig
+from mmgen.models.decoding import Decode
 from mmgen.text import shapes_text_vocab
 
 __all__ = ["RasterConfig", "RasterGenerator", "StartTokenCondEmbedder", "llamagen_official_transformer", "LLAMAGEN_SIZES", "LLAMAGEN_OFFICIAL",
@@ -86,6 +87,7 @@ def sequence_positions(prefix: int, n: int) -> torch.Tensor:
 
 class RasterGenerator(Generator):
     config_class = RasterConfig
+    sampler_fields = DECODING_FIELDS + GUIDANCE_FIELDS + CATEGORICAL_FIELDS + ("token_budget",)  # token_budget: 1D sequences only
 
     def __init__(self, config: RasterConfig) -> None:
         super().__init__(config)
@@ -123,10 +125,6 @@ class RasterGenerator(Generator):
             pos = grid_positions(P, self.layout.h, self.layout.w) if isinstance(self.layout, GridLayout) else sequence_positions(P, self.layout.num_tokens)
         self.register_buffer("positions", pos, persistent=False)
 
-    @property
-    def prefix_len(self) -> int:
-        return self.cond_embed.prefix_len
-
     def _mask(self) -> Causal:
         if self.config.start_token:  # RAR: plain causal, the start token does not see the condition
             return Causal()
@@ -162,7 +160,7 @@ class RasterGenerator(Generator):
         pooled = self._adaln(pooled, 0, P + N - 1)
         if order is None:
             x = self._token_dropout(torch.cat([prefix, self.tok_embed(ids[:, :-1])], dim=1))
-            h = self._run(self._add_targets(x, 0), self._token_positions(0, P + N - 1), None, pooled)
+            h = self._run(self._add_targets(x, 0), self._token_positions(0, P + N - 1), pooled)
             return self.head(h[:, P - 1 :])
         if order.shape != ids.shape:
             raise ValueError(f"order must have the tokens' shape {tuple(ids.shape)}, got {tuple(order.shape)}")
@@ -171,21 +169,22 @@ class RasterGenerator(Generator):
             x = x + F.pad(self.target_pos[order], (0, 0, P - 1, 0))
         grid = self.positions[P:][order[:, :-1]]  # (B, N-1, axes): each token at its own cell
         positions = torch.cat([self.positions[:P].expand(ids.shape[0], -1, -1), grid], dim=1)
-        h = self._run(x, positions, None, pooled)
+        h = self._run(x, positions, pooled)
         return self.head(h[:, P - 1 :])
 
     def _token_dropout(self, x: torch.Tensor) -> torch.Tensor:
         return F.dropout(x, self.config.token_dropout, self.training) if self.config.token_dropout else x
 
-    def _run(self, x: torch.Tensor, positions: torch.Tensor, cache, cond: torch.Tensor | None) -> torch.Tensor:
-        """The transformer over slots at ``positions``, after adding their absolute embeddings if the model has them."""
-        if self.config.abs_pos_embed:
-            x = x + self.pos_embed[positions[..., 0].long()]
-        return self.transformer(x, positions, self._mask(), cache=cache, cond=cond)
+    def _with_abs_pos(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Add the absolute embeddings of the slots at ``positions`` (models with ``abs_pos_embed``)."""
+        return x + self.pos_embed[positions[..., 0].long()] if self.config.abs_pos_embed else x
+
+    def _run(self, x: torch.Tensor, positions: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """The teacher-forced transformer pass over slots at ``positions``."""
+        return self.transformer(self._with_abs_pos(x, positions), positions, self._mask(), cond=cond)
 
     def forward(self, tokens: Tokens, cond: Condition) -> tuple[torch.Tensor, dict]:
-        if self.training:
-            cond = self.cond_embed.drop(cond, self.config.cond_dropout)
+        cond = self.training_condition(cond)
         logits = self.logits(tokens, cond)
         target = tokens.ids
         if isinstance(self.layout, SegmentsLayout):  # nothing to learn after the first end token
@@ -200,43 +199,32 @@ class RasterGenerator(Generator):
     def _adaln(self, pooled: torch.Tensor | None, start: int = 0, n: int = 0) -> torch.Tensor | None:
         """The AdaLN condition of slots ``start..start+n-1``: None without AdaLN, the pooled condition,
         or (``step_cond``, RAR) the pooled condition plus each slot's learned embedding ``(B, n, dim)``."""
-        if not self.config.transformer.adaln_dim:
-            return None
-        if self.config.step_cond:
-            return pooled[:, None] + self.step_embed[start : start + n]
-        return pooled
+        pooled = self.adaln_cond(pooled)
+        if pooled is None or not self.config.step_cond:
+            return pooled
+        return pooled[:, None] + self.step_embed[start : start + n]
 
-    @torch.no_grad()
-    def next_logits(self, x: torch.Tensor, start: int, cache, pooled: torch.Tensor | None = None) -> torch.Tensor:
-        """Run slots ``start..start+n-1`` (through the cache if given) and return the last slot's logits."""
-        pos = self._token_positions(start, start + x.shape[1])
-        h = self._run(self._add_targets(x, start), pos, cache, self._adaln(pooled, start, x.shape[1]))
-        return self.head(h[:, -1]).float()
+    def _slot_inputs(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """What slots ``start..`` add to their token embeddings: the target cell, and absolute positions if the model has them."""
+        return self._with_abs_pos(self._add_targets(x, start), self.positions[start : start + x.shape[1]])
 
-    @torch.no_grad()
-    def generate(self, cond: Condition, sampler: SamplerConfig | None = None, callback: Callback | None = None, negative: Condition | None = None) -> Tokens:
-        sampler = (sampler or SamplerConfig()).validate()
-        B, N, P = cond.batch_size, self.num_to_generate(sampler), self.prefix_len
-        rng = sampler.generator(self.device)
-        full = self.cfg_batch(cond.to(self.device), sampler, negative)
+    def decode_schedule(self, full: Condition, batch: int, sampler: SamplerConfig) -> Decode:
+        """One token per step: the prefix first, then each sampled token's embedding."""
         prefix, pooled = self.cond_embed(full)
-        ids = torch.zeros(B, N, dtype=torch.long, device=self.device)
-        cache = self.transformer.new_cache(P + N, sampler.static_cache) if sampler.use_cache else None
-        x, start = prefix, 0
-        for n in range(N):
-            if cache is None:  # recompute the whole sequence every step (reference / benchmark path)
-                seq = torch.cat([prefix, self.tok_embed(ids[:, :n]).repeat(full.batch_size // B, 1, 1)], 1)
-                logits = self.next_logits(seq, 0, None, pooled)
-            else:
-                logits = self.next_logits(x, start, cache, pooled)
-            if sampler.guided:
-                logits = guide(logits, cfg_scale_at(sampler, n / max(N - 1, 1)))
-            ids[:, n] = self._next_ids(logits, ids[:, :n], sampler, rng)
-            start += x.shape[1]
-            x = self.tok_embed(ids[:, n : n + 1]).repeat(full.batch_size // B, 1, 1)
-            if callback is not None:
-                callback(n + 1, N, self._partial(ids, n + 1))
-        return self._partial(ids, N) if N < self.layout.num_tokens else Tokens(self.layout, ids=ids)
+        N = self.num_to_generate(sampler)
+        ids = torch.zeros(batch, N, dtype=torch.long, device=self.device)
+        return Decode(self.transformer, prefix, self.positions[: self.prefix_len + N], self._mask(), N, self._token_step, self._sampled,
+                      batch, cond_at=lambda start, n: self._adaln(pooled, start, n),
+                      inputs=self._slot_inputs, state={"ids": ids})
+
+    def _token_step(self, d: Decode, n: int, h: torch.Tensor) -> torch.Tensor | None:
+        ids = d.state["ids"]
+        ids[:, n] = self._next_ids(d.guide(self.head(h[:, -1]).float()), ids[:, :n], d.sampler, d.rng)
+        return self.tok_embed(ids[:, n : n + 1]) if n + 1 < d.steps else None
+
+    def _sampled(self, d: Decode, n: int) -> Tokens:
+        ids = d.state["ids"]
+        return self._partial(ids, n) if n < self.layout.num_tokens else Tokens(self.layout, ids=ids)
 
     def num_to_generate(self, sampler: SamplerConfig) -> int:
         """Tokens to sample: all, or ``sampler.token_budget`` of a truncatable 1D sequence (FlexTok)."""

@@ -31,7 +31,7 @@ from mmgen.models.base import Condition
 from mmgen.tokens import Tokens
 
 FIXTURES = Path(os.environ.get("MMGEN_PARITY_FIXTURES") or Path(__file__).parents[1].parent / "shared" / "fixtures" / "parity")
-MANIFESTS = Path(__file__).parent / "manifests"
+MANIFESTS = Path(__file__).parent / "manifests" / "generators"
 needs_fixtures = pytest.mark.skipif(not (FIXTURES / "README.md").is_file(), reason=f"parity fixtures not found at {FIXTURES}")
 GENERATOR_FIXTURES = {"llamagen": ("llamagen_gpt", {"n_head": 4}), "rar": ("rar_tiny", {}), "var": ("var_d2", {})}
 pytestmark = pytest.mark.usefixtures("one_thread")

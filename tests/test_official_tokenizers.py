@@ -23,7 +23,7 @@ from mmgen.tokens import GridLayout, ScalesLayout, Tokens
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 REPO = Path(__file__).parents[1]
-MANIFESTS = REPO / "tests" / "manifests"
+MANIFESTS = REPO / "tests" / "manifests" / "tokenizers"
 
 
 def _fixtures_dir() -> Path | None:

@@ -133,6 +133,6 @@ def _guided_teacher_forced(gen, tokens: Tokens, cond: Condition, sampler: Sample
     else:
         logits = gen.logits(Tokens(tokens.layout, ids=ids), both).float()
         steps, K = torch.arange(logits.shape[1]), logits.shape[1]
-    scales = torch.tensor([cfg_scale_at(sampler, int(k) / max(K - 1, 1)) for k in steps])
+    scales = torch.tensor([cfg_scale_at(sampler, int(k), K) for k in steps])
     c, u = logits.chunk(2)
     return u + scales[None, :, None] * (c - u)
