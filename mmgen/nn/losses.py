@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 __all__ = ["linear_cross_entropy"]
 
-CHUNK_ROWS = 128  # rows of logits alive at a time: 128 x 4096 floats = 2 MB (in L2; 128-1024 measured, 128 fastest on CPU)
+CHUNK_ROWS = 128  # rows of logits alive at a time: 128 x 4096 floats = 2 MB (in L2; 64-2048 measured, 128 fastest on one thread)
+MULTI_THREAD_CHUNKS = 16  # with several CPU threads: at most this many chunks (a thread stalled by another process stalls every op)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -62,5 +63,7 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     """
     if h.dim() != 2 or targets.shape != h.shape[:1]:
         raise ValueError(f"expected h (N, D) and targets (N,), got {tuple(h.shape)} and {tuple(targets.shape)}")
+    if h.device.type == "cpu" and torch.get_num_threads() > 1:  # every op is a barrier of all threads: few, large chunks
+        chunk = max(chunk, -(-h.shape[0] // MULTI_THREAD_CHUNKS))
     loss, per_tok = _LinearCrossEntropy.apply(h, weight, bias, targets, chunk)
     return loss, per_tok.detach()
