@@ -165,7 +165,7 @@ class atomic_dir:
             return
         umask = os.umask(0)
         os.umask(umask)
-        for root, dirs, files in os.walk(self.tmp):  # mkdtemp/safetensors create private modes
+        for root, _dirs, files in os.walk(self.tmp):  # mkdtemp/safetensors create private modes
             os.chmod(root, 0o777 & ~umask)
             for f in files:
                 os.chmod(os.path.join(root, f), 0o666 & ~umask)

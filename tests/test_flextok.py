@@ -149,7 +149,7 @@ def test_reference_presets_build_on_meta():
 
 def test_photos_world_is_real_deterministic_and_holds_out_test_photos():
     from mmgen.data import build_dataset
-    from mmgen.data.photos import TEST_PHOTOS, PHOTOS
+    from mmgen.data.photos import PHOTOS, TEST_PHOTOS
 
     train, test = build_dataset("photos", size=24, seed=3), build_dataset("photos", size=24, seed=3, split="test")
     a, b = train[7], build_dataset("photos", size=24, seed=3)[7]
