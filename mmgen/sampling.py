@@ -16,7 +16,7 @@ __all__ = ["SamplerConfig", "FLOW_SOLVERS", "cfg_scale_at", "guide", "sample_log
            "DECODING_FIELDS", "GUIDANCE_FIELDS", "CATEGORICAL_FIELDS", "FLOW_FIELDS"]
 
 CFG_SCHEDULES = ("constant", "linear", "power-cosine")
-FLOW_SOLVERS = ("euler", "euler-maruyama")  # ODE / SDE integrators of flow heads (mmgen.models.flow_head)
+FLOW_SOLVERS = ("euler", "euler-maruyama")  # ODE / SDE integrators of flow heads (mmgen.nn.flow)
 
 
 # Which fields a generator reads: each generator class lists its own (``Generator.sampler_fields``)

@@ -34,7 +34,7 @@ from torch import nn
 from mmgen.models.base import Condition, Generator, GeneratorConfig
 from mmgen.models.decoding import Decode, run_in_groups
 from mmgen.models.entities import EntitySchedule, parse_entities
-from mmgen.models.flow_head import FlowHead, TimestepEmbedder, interpolate, solve_flow
+from mmgen.nn.flow import FlowHead, TimestepEmbedder, interpolate, solve_flow
 from mmgen.nn.transformer import Transformer
 from mmgen.registry import register_preset
 from mmgen.sampling import DECODING_FIELDS, FLOW_FIELDS, GUIDANCE_FIELDS, SamplerConfig

@@ -1,4 +1,6 @@
 """FlexTok: nested dropout, causal registers, every prefix decodes, training, CFG, autoencoder space, bad k."""
+import copy
+
 import pytest
 import torch
 
@@ -225,3 +227,13 @@ def test_abs_pos_lets_identical_decoder_patches_know_where_they_are(abs_pos):
         out = tok.predict(regs, torch.zeros(1, tok.num_patches, pd), torch.ones(1))
     spread = out.std(1).max().item()
     assert (spread > 1e-2) if abs_pos else (spread < 1e-4)
+
+
+def test_constructor_completes_its_own_copy_of_the_config():
+    tok = small()
+    config = copy.deepcopy(tok.config)
+    config.decoder.adaln_dim, config.levels = 0, list(config.levels)
+    before = copy.deepcopy(config)
+    again = type(tok)(config)
+    assert config == before  # the caller's config is left as given
+    assert again.config.decoder.adaln_dim == again.config.decoder.dim  # the model's copy is completed
