@@ -32,7 +32,6 @@ __all__ = ["Backbone", "Paradigm", "WorldSetup", "PARADIGMS", "WORLDS", "registe
            "run_comparison", "time_pipeline", "fid_column"]
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = REPO / "checkpoints"
 RECIPES = REPO / "train" / "recipes"
 
 
