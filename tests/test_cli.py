@@ -94,8 +94,8 @@ def test_quickstart_writes_captioned_grid_and_scores(text_ckpt, tmp_path, capsys
     grid = Image.open(out)
     assert grid.size[0] >= 4 * 128 and grid.size[1] >= 4 * 128  # 16 upscaled cells with captions
     res = json.loads(out.with_suffix(".json").read_text())
-    assert 0.0 <= res["one_object_accuracy"] <= 1.0 and 0.0 <= res["two_object_accuracy"] <= 1.0
-    assert "whole-prompt accuracy" in capsys.readouterr().out
+    printed = capsys.readouterr().out  # the printed scores are the recorded ones, on the n prompts asked for
+    assert f"accuracy on 8 fresh prompts each: one object {res['one_object_accuracy']:.3f}, two objects {res['two_object_accuracy']:.3f}" in printed
 
 
 def test_sample_cli_token_budget(text_ckpt, tmp_path, capsys):
