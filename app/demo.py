@@ -24,7 +24,7 @@ import gradio as gr  # noqa: E402
 from mmgen import SHIPPED  # noqa: E402
 from mmgen.app import handlers as H  # noqa: E402
 from mmgen.app.models import InputError, ModelInfo, ModelRegistry  # noqa: E402
-from mmgen.sampling import CFG_SCHEDULES, SamplerConfig  # noqa: E402
+from mmgen.sampler import CFG_SCHEDULES, SamplerConfig  # noqa: E402
 
 __all__ = ["build_app", "launch", "page_style", "mount"]
 

@@ -23,7 +23,7 @@ from mmgen.app.streaming import Done, Partial, stream_pipeline
 from mmgen.images import tile, write_video
 from mmgen.pipeline import SAMPLER_FIELDS
 from mmgen.sample.cli import reproduce_command, short_text
-from mmgen.sampling import CFG_SCHEDULES, SamplerConfig
+from mmgen.sampler import CFG_SCHEDULES, SamplerConfig
 
 __all__ = ["Request", "Update", "Limits", "validate", "generate", "settings_record", "grid", "write_gif", "example_prompts", "video_example_prompts",
            "settings_file", "save_png", "display_scale", "prune", "page_defaults"]

@@ -19,7 +19,7 @@ from typing import Any
 from mmgen import SHIPPED
 from mmgen.modeling import count_params, module_class
 from mmgen.pipeline import recommended_sampler, sampler_fields
-from mmgen.sampling import SamplerConfig
+from mmgen.sampler import SamplerConfig
 
 __all__ = ["ModelInfo", "ModelRegistry", "InputError", "scan", "describe_folder"]
 PREFERRED = ("shapes-var",)  # selected when the page opens: the quickstart's model, fastest to stream

@@ -151,7 +151,7 @@ def _eval_recon(args: argparse.Namespace) -> None:
 
 def _bench_compare(args: argparse.Namespace) -> None:
     from mmgen.bench.compare import Backbone, run_comparison
-    from mmgen.sampling import SamplerConfig
+    from mmgen.sampler import SamplerConfig
 
     names = args.paradigms.split(",") if args.paradigms else None
     out = args.out or f"runs/compare-{args.world}"

@@ -17,7 +17,7 @@ from torch import nn
 from mmgen.modeling import ConfigModule
 from mmgen.models.decoding import Decode, decode
 from mmgen.nn.transformer import TransformerConfig
-from mmgen.sampling import DECODING_FIELDS, SamplerConfig
+from mmgen.sampler import DECODING_FIELDS, SamplerConfig
 from mmgen.text import TextTokenizer
 from mmgen.tokens import FramesLayout, Layout, Tokens, layout_from_dict
 

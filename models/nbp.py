@@ -32,7 +32,7 @@ from mmgen.models.decoding import Decode, run_in_groups
 from mmgen.nn.masks import BlockCausal
 from mmgen.nn.transformer import Transformer
 from mmgen.registry import register_preset
-from mmgen.sampling import CATEGORICAL_FIELDS, DECODING_FIELDS, GUIDANCE_FIELDS, SamplerConfig, sample_logits
+from mmgen.sampler import CATEGORICAL_FIELDS, DECODING_FIELDS, GUIDANCE_FIELDS, SamplerConfig, sample_logits
 from mmgen.text import shapes_text_vocab
 from mmgen.tokens import FramesLayout, Tokens
 

@@ -30,7 +30,7 @@ from mmgen.nn.layers import swiglu_hidden
 from mmgen.nn.masks import Causal
 from mmgen.nn.transformer import Transformer
 from mmgen.registry import register_preset
-from mmgen.sampling import CATEGORICAL_FIELDS, DECODING_FIELDS, GUIDANCE_FIELDS, SamplerConfig, sample_logits
+from mmgen.sampler import CATEGORICAL_FIELDS, DECODING_FIELDS, GUIDANCE_FIELDS, SamplerConfig, sample_logits
 from mmgen.text import shapes_text_vocab
 from mmgen.tokens import GridLayout, SegmentsLayout, SequenceLayout, Tokens
 

@@ -32,7 +32,7 @@ from mmgen.models.nbp import check_clip_length
 from mmgen.nn.masks import Causal
 from mmgen.nn.transformer import Transformer
 from mmgen.registry import register_preset
-from mmgen.sampling import CATEGORICAL_FIELDS, DECODING_FIELDS, GUIDANCE_FIELDS, SamplerConfig, sample_logits
+from mmgen.sampler import CATEGORICAL_FIELDS, DECODING_FIELDS, GUIDANCE_FIELDS, SamplerConfig, sample_logits
 from mmgen.text import GrammarConstraint, shapes_caption_grammar, shapes_text_vocab
 from mmgen.tokens import FramesLayout, Tokens
 

@@ -37,7 +37,7 @@ from mmgen.models.entities import EntitySchedule, parse_entities
 from mmgen.nn.flow import FlowHead, TimestepEmbedder, interpolate, solve_flow
 from mmgen.nn.transformer import Transformer
 from mmgen.registry import register_preset
-from mmgen.sampling import DECODING_FIELDS, FLOW_FIELDS, GUIDANCE_FIELDS, SamplerConfig
+from mmgen.sampler import DECODING_FIELDS, FLOW_FIELDS, GUIDANCE_FIELDS, SamplerConfig
 from mmgen.text import shapes_text_vocab
 from mmgen.tokens import Tokens
 

@@ -24,7 +24,7 @@ from einops import rearrange
 from torchvision.utils import make_grid, save_image
 
 from mmgen.images import tile, write_video
-from mmgen.sampling import SamplerConfig
+from mmgen.sampler import SamplerConfig
 from mmgen.text import short_text  # noqa: F401  (re-exported for app/handlers until it imports mmgen.text)
 
 __all__ = ["add_arguments", "add_sampler_arguments", "run", "save_samples", "save_videos", "sampler_from_args", "reproduce_command",

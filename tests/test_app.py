@@ -14,7 +14,7 @@ import mmgen
 from mmgen.app import handlers as H
 from mmgen.app.models import InputError, ModelRegistry, scan
 from mmgen.app.streaming import GREY, stream_pipeline
-from mmgen.sampling import SamplerConfig
+from mmgen.sampler import SamplerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "checkpoints"

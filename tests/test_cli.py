@@ -130,7 +130,7 @@ def test_every_sampler_field_has_a_flag_and_unset_flags_stay_none():
 
     from mmgen.cli import build_parser
     from mmgen.sample.cli import sampler_from_args
-    from mmgen.sampling import SamplerConfig
+    from mmgen.sampler import SamplerConfig
 
     args = build_parser().parse_args(["sample", "--ckpt", "x", "--cfg-power", "3", "--static-cache", "--no-cache",
                                       "--flow-solver", "euler-maruyama", "--cfg-scale", "2"])

@@ -11,7 +11,7 @@ import torch
 import mmgen
 from mmgen.model_card import model_card
 from mmgen.pipeline import Pipeline, recommended_sampler
-from mmgen.sampling import SamplerConfig
+from mmgen.sampler import SamplerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "checkpoints" / "shapes-var"

@@ -8,7 +8,7 @@ from mmgen.data.video import parse_video_caption
 from mmgen.models.base import tokenizer_overrides
 from mmgen.models.unified import CODE, TEXT, TaskBatch
 from mmgen.pipeline import Pipeline
-from mmgen.sampling import SamplerConfig
+from mmgen.sampler import SamplerConfig
 from mmgen.text import GrammarConstraint, TextTokenizer, shapes_caption_grammar, shapes_text_vocab, video_caption_grammar
 from mmgen.tokens import FramesLayout
 

@@ -132,7 +132,7 @@ def judge_video_pipeline(pipe, n: int = 300, sampler=None, frames: int | None = 
     """Generate one clip per fresh prompt and score it; also the generation speed in frames/s."""
     from tqdm.auto import tqdm
 
-    from mmgen.sampling import SamplerConfig
+    from mmgen.sampler import SamplerConfig
 
     sampler = sampler or SamplerConfig()
     prompts = video_prompts(n, seed)
@@ -235,7 +235,7 @@ def sweep_video_sampler(pipe, cfgs=(1.0, 1.5, 2.0, 3.0), temperatures=(1.0, 0.8,
 
     Pick a recommended ``sampler.json`` with it, then report accuracy on the evaluation prompts.
     """
-    from mmgen.sampling import SamplerConfig
+    from mmgen.sampler import SamplerConfig
 
     rows = []
     for cfg in cfgs:

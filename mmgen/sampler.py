@@ -1,4 +1,6 @@
-"""Sampler settings and the logits processing every categorical generator shares.
+"""The sampler: its settings (``SamplerConfig``) and the logits processing every categorical generator shares.
+
+(``mmgen.sample`` is the command line that samples with it.)
 
 ``SamplerConfig`` is saved next to every sample and metric it produced. Classifier-free guidance
 uses ``uncond + s * (cond - uncond)``: ``s = 1`` is no guidance; the schedule moves ``s`` from 1 to
