@@ -8,7 +8,6 @@ size, position; per clip: colour, shape, direction). No gradio here: unit-tested
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -35,11 +34,12 @@ class Tile:
     total: int = 0
     preview: np.ndarray | None = None  # (H,W,3) uint8: the partial result, then the final image (a clip: its first frame)
     frames: np.ndarray | None = None  # (T,H,W,3) uint8: the final clip
-    passes: str = ""
+    passes: str = ""  # "6 forward passes"
     seconds: float = 0.0
     verdict: list[tuple[str, dict[str, bool]]] = field(default_factory=list)  # (object, attribute -> right) per object
     whole: bool | None = None  # None: no judge for this world
     error: str = ""
+    media: str = ""  # the final picture or clip as the page embeds it (set once by the view)
 
 
 @dataclass
@@ -131,13 +131,13 @@ def _run_tile(registry: ModelRegistry, info: ModelInfo, tile: Tile, cond: dict[s
     rec = H.page_defaults(info)
     req = H.Request(info.name, cond.get("prompt", ""), "", cond.get("label"), seed, 1, rec["cfg_scale"], rec["cfg_schedule"], rec["temperature"],
                     rec["top_k"], rec["top_p"], rec["flow_steps"], rec["token_budget"], info.frames or None)
-    t0 = time.perf_counter()
-    for up in H.generate(registry, req, video=info.video, limits=limits, min_interval=min_interval):
-        tile.step, tile.total = up.step, up.total
+    for up in H.generate(registry, req, video=info.video, limits=limits, min_interval=min_interval, image_interval=min_interval):
+        if not up.final:
+            tile.step, tile.total = up.step, up.total
         if up.images is not None:
             tile.preview = up.images[0, 0] if up.images.ndim == 5 else up.images[0]
         if up.final:
-            tile.seconds = time.perf_counter() - t0
+            tile.seconds = up.settings["seconds"]  # the sampling call itself, as the CLI would time it
             if info.video:
                 tile.frames = up.images[0]
             tile.passes = _passes(registry, info, up.settings)
@@ -149,8 +149,8 @@ def _run_tile(registry: ModelRegistry, info: ModelInfo, tile: Tile, cond: dict[s
 def _passes(registry: ModelRegistry, info: ModelInfo, settings: dict) -> str:
     """Transformer forward passes per sample (xAR: per entity, plus its flow-head steps)."""
     gen = registry.get(info.name).generator
-    passes = f"{gen.forward_passes()}"
-    return passes + (f" (+{settings['sampler']['flow_steps']} flow steps each)" if info.flow else "")
+    passes = f"{gen.forward_passes()} forward passes"
+    return passes + (f" (each + {settings['sampler']['flow_steps']} flow-head steps)" if info.flow else "")
 
 
 def _judge(info: ModelInfo, tile: Tile, prompt: str | None) -> None:

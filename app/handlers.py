@@ -121,17 +121,16 @@ def _fmt(x: float) -> str:
 def _check_text(pipe: Any, text: str, what: str, limits: Limits, info: ModelInfo) -> None:
     if len(text) > limits.max_prompt_chars:
         raise InputError(f"the {what} is {len(text)} characters long; at most {limits.max_prompt_chars}")
+    if info.grammar:  # first: it names the first word that does not fit and the allowed words
+        _check_grammar(text, what, info)
     make = getattr(getattr(pipe, "generator", None), "make_condition", None)
+    if make is None:  # not a standard pipeline: it reports bad text itself while generating
+        return
     try:  # the model's own tokenizer: unknown words and prompts longer than its context
-        if make is not None:  # (not a standard pipeline: it reports bad text itself while generating)
-            make(prompts=[text], batch_size=1)
+        make(prompts=[text], batch_size=1)
     except ValueError as e:  # the model's message quotes the text: shortened, never repeated in full
-        if info.grammar and "vocabulary" in str(e):
-            _check_grammar(text, what, info)  # names the first word that does not fit and the allowed words
         msg = str(e) if str(e).startswith(what) else f"the {what}: {e}"
         raise InputError(msg.replace(repr(text), repr(short_text(text)))) from None
-    if info.grammar:
-        _check_grammar(text, what, info)
 
 
 def _check_grammar(text: str, what: str, info: ModelInfo) -> None:
@@ -254,7 +253,8 @@ def _to_numpy(images: torch.Tensor) -> np.ndarray:
     return images.movedim(1, -1).contiguous().numpy()
 
 
-def generate(registry: ModelRegistry, req: Request, video: bool = False, limits: Limits | None = None, min_interval: float = 0.1) -> Iterator[Update]:
+def generate(registry: ModelRegistry, req: Request, video: bool = False, limits: Limits | None = None, min_interval: float = 0.1,
+             image_interval: float = 0.0) -> Iterator[Update]:
     """Validate, then yield partial updates in step order and one final update with the settings.
 
     Raises:
@@ -268,7 +268,7 @@ def generate(registry: ModelRegistry, req: Request, video: bool = False, limits:
     pipe = registry.get(info.name)
     sampler, kwargs = validate(req, info, pipe, limits)
     try:
-        for item in stream_pipeline(pipe, sampler=sampler, min_interval=min_interval, **kwargs):
+        for item in stream_pipeline(pipe, sampler=sampler, min_interval=min_interval, image_interval=image_interval, **kwargs):
             if isinstance(item, Partial):
                 yield Update(item.step, item.total, None if item.images is None else _to_numpy(item.images))
             elif isinstance(item, Done):

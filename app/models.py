@@ -23,7 +23,7 @@ from mmgen.pipeline import recommended_sampler, sampler_fields
 from mmgen.sampling import SamplerConfig
 
 __all__ = ["ModelInfo", "ModelRegistry", "InputError", "scan", "describe_folder", "without_paths"]
-PREFERRED = ("shapes-var",)  # selected when the page opens: the quickstart's model, fastest to stream
+PREFERRED = ("shapes-var", "shapes-video-nbp")  # selected when the page opens: the quickstart's model and the fastest video model
 MAX_DEPTH = 3  # models_dir/run/model/config.json is the deepest layout a training run writes
 
 PARADIGMS = {  # generator class -> what the picker calls it (the README's names)
