@@ -18,7 +18,7 @@ __all__ = ["image_words", "video_words", "check_prompt", "example_prompts", "vid
 IMAGE_PATTERN = "a SIZE COLOUR SHAPE at the POSITION (optionally: and a SIZE COLOUR SHAPE at the POSITION)"
 VIDEO_PATTERN = "a COLOUR SHAPE moving DIRECTION"
 _SLOT = {"size": "size", "color": "colour", "shape": "shape", "pos": "position", "dir": "direction", "at": "'at'", "the": "'the'",
-         "start": "'a'", "moving": "'moving'", "accept_side": "'left', 'right'", "accept_one": "'and'"}
+         "start": "'a'", "moving": "'moving'", "accept_side": "side (or the end)", "accept_one": "'and' (or the end)"}
 
 
 def _grammar(video: bool) -> dict:
