@@ -50,7 +50,8 @@ def readme_sections(readme: Path = README) -> dict[str, str]:
     for block in ("\n" + readme.read_text()).split("\n## ")[1:]:
         title, _, body = block.partition("\n")
         if title.strip() in README_SECTIONS:
-            parts[title.strip()] = without_paths(body)
+            lines = [line for line in body.splitlines() if not line.startswith("![")]  # the screenshots are of this page
+            parts[title.strip()] = without_paths("\n".join(lines))
     return parts
 
 

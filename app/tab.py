@@ -169,7 +169,8 @@ class GenerateTab:
     def run(self, model, prompt, negative, label, seed, n, cfg, schedule, temperature, top_k, top_p, flow_steps, budget, frames, history=None):
         """Stream the outputs; bad input becomes a message in the status line (the other panels keep their content)."""
         req = H.Request(model, prompt, negative, label, seed, n, cfg, schedule, temperature, top_k, top_p, flow_steps, budget, frames)
-        yield self._skip(view.progress_html(0, 1, "loading the model / waiting for a free worker …"))
+        shown = gr.update(visible=True)  # a video hides its live preview when the player takes over; the next run shows it again
+        yield (view.progress_html(0, 1, "loading the model / waiting for a free worker …"), shown) + (gr.skip(),) * (len(self._outputs()) - 2)
         try:
             scale = None
             for up in H.generate(self.registry, req, video=self.video, limits=self.limits):
@@ -201,7 +202,7 @@ class GenerateTab:
         mp4 = str(H.write_mp4(video, self.outdir, scale))
         gif = str(H.write_gif(video, self.outdir, scale))
         strip = [H.save_png(view.upscale(frame, 2), self.outdir) for frame in up.images[0]]  # no captions: they would cover the picture
-        return status, live, mp4, strip, gif, up.settings, file, history, history
+        return status, gr.update(value=live, visible=False), mp4, strip, gif, up.settings, file, history, history
 
     def _first_frames(self, images):
         """(B,H,W,3) -> (B,3,H,W) for the grid; a video shows its first frame while it is generated."""

@@ -31,7 +31,7 @@ CSS = """
 .mmgen-chips label { padding: 2px 8px !important; border-radius: 999px !important; min-height: 0 !important; }
 .mmgen-status { min-height: 1.6em; }
 #mmgen-links { gap: 2px; flex-wrap: nowrap !important; flex: 0 0 auto !important; width: auto !important; }
-#mmgen-links button { white-space: nowrap; }
+#mmgen-links button { white-space: nowrap; width: auto !important; min-width: max-content !important; flex: 0 0 auto !important; }
 .mmgen-strip .caption-label { display: none; }
 #mmgen-links button { background: none; border: none; box-shadow: none; color: #c2410c; text-decoration: underline; padding: 0 4px; min-width: 0; }
 .mmgen-examples button { justify-content: flex-start; text-align: left; font-weight: 400; }
