@@ -29,7 +29,7 @@ class ArenaTab:
         names = A.default_models(registry)
         choices = [(f"{m.name} · {m.paradigm}" + (" · experimental" if m.experimental else ""), m.name)
                    for m in sorted(registry.list(), key=lambda m: names.index(m.name) if m.name in names else len(names))]
-        classes = [m for m in registry.list() if m.cond == "class"]
+        classes = sorted((m for m in registry.list() if m.cond == "class"), key=lambda m: m.num_classes)  # a label valid for every one
         with gr.Row(equal_height=False):
             with gr.Column(scale=4, min_width=360):
                 with gr.Row(equal_height=True):

@@ -106,14 +106,14 @@ class GenerateTab:
                 if video:
                     self.result = gr.Video(label="Video (MP4, all samples)", show_label=False, elem_id=f"{p}-video", autoplay=True, loop=True,
                                            interactive=False, height=250)
-                    self.strip = gr.Gallery(show_label=False, columns=8, height=90, object_fit="contain", elem_id=f"{p}-frames-strip", elem_classes=["mmgen-strip"],
+                    self.strip = gr.Gallery(show_label=False, columns=8, height=130, object_fit="contain", elem_id=f"{p}-frames-strip", elem_classes=["mmgen-strip"],
                                             interactive=False, allow_preview=True)
                     self.gif = gr.File(label="Download as GIF", interactive=False, elem_id=f"{p}-gif", height=60)
                 else:
-                    self.result = gr.Gallery(show_label=False, columns=8, height=120, object_fit="contain", elem_id=f"{p}-gallery", elem_classes=["mmgen-pixels"],
+                    self.result = gr.Gallery(show_label=False, columns=8, height=175, object_fit="contain", elem_id=f"{p}-gallery", elem_classes=["mmgen-pixels"],
                                              interactive=False)
                 gr.Markdown("History (this session; click one to enlarge)")
-                self.history = gr.Gallery(show_label=False, columns=8, height=100, object_fit="contain", elem_id=f"{p}-history", elem_classes=["mmgen-pixels"],
+                self.history = gr.Gallery(show_label=False, columns=8, height=175, object_fit="contain", elem_id=f"{p}-history", elem_classes=["mmgen-pixels"],
                                           interactive=False)
                 self.history_state = gr.State([])
                 with gr.Accordion("Exact settings and the command that reproduces them", open=False):

@@ -39,10 +39,11 @@ CSS = """
 .mmgen-error { color: #b42318; font-weight: 600; }
 .mmgen-bar { height: 8px; background: #e4e7ec; border-radius: 4px; overflow: hidden; margin: 4px 0; }
 .mmgen-bar > div { height: 100%; background: #f97316; }
-.mmgen-tiles { display: grid; grid-template-columns: repeat(auto-fill, minmax(122px, 1fr)); gap: 6px; }
-.mmgen-tile { border: 1px solid #d0d5dd; border-radius: 8px; padding: 4px; font-size: 11px; line-height: 1.3; }
+.mmgen-tiles { display: grid; grid-template-columns: repeat(auto-fill, minmax(110px, 1fr)); gap: 5px; }
+.mmgen-tile { border: 1px solid #d0d5dd; border-radius: 8px; padding: 4px; font-size: 11px; line-height: 1.25; overflow-wrap: anywhere; }
 .mmgen-now { display: flex; gap: 10px; align-items: center; }
-.mmgen-now img { width: 64px; height: 64px; image-rendering: pixelated; background: #111; flex: 0 0 64px; }
+.mmgen-now img, .mmgen-now .mmgen-empty { width: 64px; height: 64px; image-rendering: pixelated; background: #111; flex: 0 0 64px; }
+.mmgen-pixels .thumbnail-item img, .mmgen-strip .thumbnail-item img { object-fit: contain !important; }
 .mmgen-now > div { flex: 1 1 auto; }
 .mmgen-tile.running { border-color: #f97316; box-shadow: 0 0 0 2px #fed7aa; }
 .mmgen-tile.right { border-color: #16a34a; }
@@ -70,7 +71,8 @@ def png_uri(image: np.ndarray) -> str:
 
 
 def mp4_uri(frames: np.ndarray, fps: int = 4) -> str:
-    """(T,H,W,3) uint8 with even sides -> an H.264 MP4 data URI (``mmgen.images.write_video``)."""
+    """(T,H,W,3) uint8 -> an H.264 MP4 data URI (``mmgen.images.write_video``; odd sides padded: H.264 needs even ones)."""
+    frames = np.pad(frames, ((0, 0), (0, frames.shape[1] % 2), (0, frames.shape[2] % 2), (0, 0)))
     with tempfile.TemporaryDirectory(prefix="mmgen-") as d:
         path = write_video(torch.from_numpy(np.ascontiguousarray(frames)), Path(d) / "clip.mp4", fps=fps)
         return "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode()
@@ -81,12 +83,12 @@ def progress_html(step: int, total: int, text: str) -> str:
     return f"<div class='mmgen-bar' role='progressbar' aria-valuenow='{pct}'><div style='width:{pct}%'></div></div>{html.escape(text)}"
 
 
-def now_html(run: ArenaRun, scale: int = 2) -> str:
+def now_html(run: ArenaRun, side: int = 64) -> str:
     """The arena's progress where the user looks: the running model's live preview beside the overall and the per-model bar."""
     k = max(run.current, 0)
     t = run.tiles[k]
-    img = f"<img id='arena-now' alt='live preview' src='{png_uri(upscale(t.preview, scale))}'>" if t.preview is not None else \
-        "<img id='arena-now' alt='live preview' src='data:image/gif;base64,R0lGODlhAQABAAAAACw='>"
+    img = f"<img id='arena-now' alt='live preview' src='{png_uri(upscale(t.preview, max(1, side // t.preview.shape[0])))}'>" if t.preview is not None else \
+        "<div id='arena-now' class='mmgen-empty'></div>"
     bars = progress_html(k + 1, len(run.tiles), f"model {k + 1} of {len(run.tiles)}: {t.model} ({t.paradigm})")
     bars += progress_html(t.step, t.total, f"step {t.step} of {t.total or '?'}")
     return f"<div class='mmgen-now'>{img}<div>{bars}</div></div>"
@@ -100,10 +102,11 @@ def _mark(ok: bool) -> str:
     return "<span class='mmgen-ok'>✓</span>" if ok else "<span class='mmgen-no'>✗</span>"
 
 
-def _tile(t: Tile, k: int, scale: int) -> str:
+def _tile(t: Tile, k: int, side: int) -> str:
     state = t.status if t.status != "done" or t.whole is None else ("right" if t.whole else "wrong")
     badge = "<span class='mmgen-badge exp'>experimental</span>" if t.experimental else ""
     kind = "video" if t.video else "image"
+    scale = max(1, side // t.preview.shape[0]) if t.preview is not None else 1  # 32-px samples shown crisp, big ones as they are
     if t.frames is not None:
         t.media = t.media or mp4_uri(upscale(t.frames, scale))  # encoded once, not on every update of the page
         media = f"<video controls autoplay loop muted playsinline src='{t.media}'></video>"
@@ -133,10 +136,11 @@ def _tile(t: Tile, k: int, scale: int) -> str:
     return f"<div class='mmgen-tile {state}' data-model='{html.escape(t.model)}' data-status='{t.status}' id='arena-tile-{k}'>{media}{''.join(lines)}</div>"
 
 
-def arena_html(run: ArenaRun | None, scale: int = 4) -> str:
+def arena_html(run: ArenaRun | None, side: int = 96) -> str:
+    """The tiles; pictures upscaled by a whole factor towards ``side`` pixels."""
     if run is None:
         return "<div class='mmgen-tiles'></div>"
-    return "<div class='mmgen-tiles'>" + "".join(_tile(t, k, scale) for k, t in enumerate(run.tiles)) + "</div>"
+    return "<div class='mmgen-tiles'>" + "".join(_tile(t, k, side) for k, t in enumerate(run.tiles)) + "</div>"
 
 
 def leaderboard_html(rows: list[dict]) -> str:

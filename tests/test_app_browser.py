@@ -193,6 +193,8 @@ def test_video_tab_plays_an_mp4_and_offers_a_gif_and_a_frame_strip(page):
     video = page.locator("#t2v-video video")
     video.wait_for(timeout=10_000)
     assert video.evaluate("v => v.src").split("?")[0].endswith(".mp4")
+    page.locator("#t2v-video").hover()
+    expect(page.locator("#t2v-video .controls")).to_be_visible()  # a real player: play/pause, time, seek, fullscreen
     video.evaluate("v => { v.muted = true; return v.play(); }")
     page.wait_for_function("() => { const v = document.querySelector('#t2v-video video'); return v && v.duration > 0 && v.currentTime > 0.2; }",
                            timeout=15_000)
