@@ -72,6 +72,9 @@ def test_class_names_offline():
     assert len(names) == 1000 == len(set(names)) and names[207] == "golden retriever"
     assert grammar.class_names(info(21))[:2] == ["red circle", "red square"]  # the shapes world's colour x shape labels
     assert grammar.class_names(info(5)) == ["0", "1", "2", "3", "4"]
+    from mmgen.app.tab import GenerateTab
+
+    assert GenerateTab._labels(info(1000))[207] == ("207: golden retriever", 207)  # what the class picker offers
 
 
 # --- honest labels -----------------------------------------------------------------------------
