@@ -84,7 +84,9 @@ def check_prompt(text: str, video: bool) -> None:
 
 
 def video_prompt_for(prompt: str, direction: str) -> str:
-    """The arena's video prompt: the image prompt's first object (colour and shape) moving ``direction``."""
+    """The arena's video prompt: a video prompt as it is, else the image prompt's first object (colour and shape) moving ``direction``."""
+    if _walk(prompt, _grammar(True)) is None:
+        return " ".join(prompt.split())
     words = video_words()
     if direction not in words["direction"]:
         raise InputError(f"the motion must be one of {', '.join(words['direction'])}, got {direction!r}")

@@ -54,6 +54,13 @@ def test_prompt_errors_name_the_allowed_words(text, video, message):
         grammar.check_prompt(text, video=video)
 
 
+def test_the_arenas_video_prompt():
+    assert grammar.video_prompt_for("a small blue square at the top and a large red circle at the left", "down") == "a blue square moving down"
+    assert grammar.video_prompt_for("a red circle  moving up", "down") == "a red circle moving up"  # a video prompt is taken as it is
+    with pytest.raises(InputError, match="needs a colour"):
+        grammar.video_prompt_for("a large thing", "up")
+
+
 def test_example_thumbnails_draw_what_the_prompt_asks_for():
     img = grammar.thumbnail("a large red circle at the top left", size=48)
     red = (img[..., 0] > 200) & (img[..., 1] < 50)
