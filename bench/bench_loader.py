@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from mmgen.data import ShardDataset, collate, pack
+from mmgen.data import ShardDataset, build_dataset, collate, pack
 from mmgen.modeling import write_json_atomic
 from mmgen.train.distributed import DistInfo, batch_loader
 
@@ -49,7 +49,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             shards = Path(tmp) / f"shapes-{size}"
-            pack("shapes", shards, num_samples=args.num_samples, samples_per_shard=256, size=size, progress=False)
+            pack(build_dataset("shapes", size=size), shards, num_samples=args.num_samples, samples_per_shard=256, progress=False)
             for w in args.workers:
                 ds = ShardDataset(shards, size=size, batch_size=args.batch, repeat=True)
                 loader = DataLoader(ds, batch_size=args.batch, num_workers=w, collate_fn=collate)

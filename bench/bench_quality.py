@@ -46,7 +46,8 @@ def main() -> None:
             r = judge_pipeline(pipe, n=args.n, objects=objects, sampler=sampler)
             r = {k: v for k, v in r.items() if k not in ("images", "prompts")}
             rows.append({"checkpoint": ckpt, "task": f"shapes {objects}-object", **r})
-            print(f"{ckpt:28s} shapes {objects}-object  whole={r['whole']:.3f}  color={r['color']:.3f} shape={r['shape']:.3f} size={r['size']:.3f} position={r['position']:.3f}  {r['images_per_second']:.1f} img/s")
+            scores = "  ".join(f"{k}={r[k]:.3f}" for k in ("whole", "color", "shape", "size", "position"))
+            print(f"{ckpt:28s} shapes {objects}-object  {scores}  {r['images_per_second']:.1f} img/s")
     for ckpt in args.digits:
         if (loaded := load(ckpt)) is None:
             continue

@@ -14,7 +14,7 @@ import platform
 import torch
 
 import mmgen
-from mmgen.eval.compare import time_pipeline  # shared with `mmgen bench compare`
+from mmgen.bench.compare import time_pipeline  # shared with `mmgen bench compare`
 from mmgen.modeling import write_json_atomic
 from mmgen.models.base import tokenizer_overrides
 from mmgen.pipeline import Pipeline

@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 
 import mmgen
+from mmgen.bench.compare import time_pipeline
 from mmgen.data import build_dataset, collate
-from mmgen.eval.compare import time_pipeline
 from mmgen.modeling import write_json_atomic
 from mmgen.models.base import takes_progress, tokenizer_overrides
 from mmgen.nn.attention import BACKENDS, current_backend
@@ -41,8 +41,8 @@ SETUPS = {
              ("rar", "rar-tiny", "vq-tiny", "shapes"), ("xar", "xar-tiny", "kl-tiny", "shapes"),
              ("nbp", "nbp-tiny", "video-vq-tiny", "shapes-video"),
              ("video-raster", "video-raster-tiny", "video-vq-tiny", "shapes-video")],
-    "reference": [("raster", "llamagen-b", "vq-f16-llamagen", "shapes"), ("var", "var-d16", "msvq-var", "shapes"),
-                  ("rar", "rar-b", "vq-f16-llamagen", "shapes"), ("xar", "xar-b", "kl-f16-mar", "shapes")],
+    "reference": [("raster", "llamagen-mmgen-b", "vq-f16-llamagen", "shapes"), ("var", "var-mmgen-d16", "msvq-var", "shapes"),
+                  ("rar", "rar-mmgen-b", "vq-f16-llamagen", "shapes"), ("xar", "xar-b", "kl-f16-mar", "shapes")],
 }
 # Dense peak TFLOP/s by precision (vendor datasheets, SXM parts).
 PEAK_TFLOPS = {"H100": {"bf16": 989.0, "fp32": 67.0}, "H200": {"bf16": 989.0, "fp32": 67.0},

@@ -15,7 +15,6 @@ first step at which each kind reaches ``--target`` (0.9).
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 from torch import nn

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 import mmgen
-from mmgen.eval.compare import time_pipeline
+from mmgen.bench.compare import time_pipeline
 from mmgen.eval.video_judge import judge_video_pipeline, video_prompts
 from mmgen.modeling import write_json_atomic
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 import mmgen
-from mmgen.eval.compare import time_pipeline
+from mmgen.bench.compare import time_pipeline
 from mmgen.eval.generation import judge_pipeline
 from mmgen.modeling import write_json_atomic
 from mmgen.sampling import SamplerConfig

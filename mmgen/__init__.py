@@ -22,7 +22,13 @@ _LAZY = {
 }
 
 
+_PRESET_API = ("create_generator", "create_model", "create_tokenizer", "list_models")
+
+
 def __getattr__(name: str):
+    if name in _PRESET_API:  # the registry, once the model packages have registered their presets
+        import_module("mmgen.models")
+        import_module("mmgen.tokenizers_vis")
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'mmgen' has no attribute {name!r}")

@@ -47,10 +47,17 @@ def _sample(args: argparse.Namespace) -> None:
     run(args)
 
 
-def _pack(args: argparse.Namespace) -> None:
-    from mmgen.data.shards import pack
+def _convert(args: argparse.Namespace) -> None:
+    from mmgen.convert.command import run
 
-    shards = pack(args.source, args.out, num_samples=args.num_samples, samples_per_shard=args.samples_per_shard, size=args.size, seed=args.seed)
+    run(args)
+
+
+def _pack(args: argparse.Namespace) -> None:
+    from mmgen.data import build_dataset, pack
+
+    data = build_dataset(args.source, size=args.size, seed=args.seed)
+    shards = pack(data, args.out, num_samples=args.num_samples, samples_per_shard=args.samples_per_shard, overwrite=args.overwrite)
     print(f"wrote {len(shards)} shard(s) to {args.out}")
 
 
@@ -63,8 +70,9 @@ def _sampler(args: argparse.Namespace, pipe):
 
 def _eval_judge(args: argparse.Namespace) -> None:
     import mmgen
-    from mmgen.eval.generation import judge_pipeline
+    from mmgen.eval.generation import check_count, judge_pipeline
 
+    check_count("--n", args.n)  # before the (slow) load
     pipe = mmgen.load(args.ckpt)
     task = args.task if args.task != "auto" else ("video" if pipe.is_video else "image")
     if task != "image" and not pipe.is_video:
@@ -108,58 +116,18 @@ def _write_result(res: dict, path: str | None, default: str) -> None:
 
 
 def _eval_fid(args: argparse.Namespace) -> None:
-    import time
-    from dataclasses import asdict
+    from mmgen.eval.fid_record import fid_record
 
-    import torch
-
-    from mmgen.eval import fid as F
-    from mmgen.eval.inception import InceptionFeatures, file_sha256
-
-    t0 = time.perf_counter()
-    res: dict = {"metric": "fid"}
-    images = stats = None
-    src = Path(args.samples) if args.samples else None
-    if src is not None and not src.is_file():
-        images = F.ImageFiles(src)  # a missing or empty folder fails before the network loads
-    elif src is not None and args.inception_score:
-        raise ValueError("--inception-score needs sample images, not statistics")
-    extractor = F.default_extractor(args.device) if args.inception is None else InceptionFeatures(args.inception, device=args.device)
-    if args.inception_score:
-        extractor.logits(torch.zeros(1, extractor.dims))  # no classifier head: say so before any work
-    if src is not None:
-        if images is None:  # statistics or an ADM sample batch
-            stats = F.FIDStats.load(src, extractor, args.batch_size)
-            res["samples"], size = {**stats.meta, "images": stats.n}, None
-        else:
-            size = images[0].shape[-1]
-            res["samples"] = {"folder": str(src.resolve()), "images": len(images)}
-            sidecar = src.with_suffix(".json")  # written by `mmgen sample` beside its image folder
-            if sidecar.is_file():
-                meta = json.loads(sidecar.read_text())
-                res["samples"].update({k: meta[k] for k in ("checkpoint", "model", "sampler") if k in meta}, settings_file=str(sidecar.resolve()))
-        name = src.stem
-    else:
+    pipe = sampler = None
+    if not args.samples:
         import mmgen
 
         pipe = mmgen.load(args.ckpt, device=args.device)
         sampler = _sampler(args, pipe)
-        images, cond = F.checkpoint_samples(pipe, args.n, sampler, objects=args.objects, batch_size=args.batch_size)
-        size = pipe.config.image_size
-        res["samples"] = {"checkpoint": str(pipe.path.resolve()), "model": pipe.describe(), "model_sha256": file_sha256(pipe.path / "model.safetensors"),
-                          "tokenizer_sha256": file_sha256(pipe.path / "tokenizer" / "model.safetensors"), "sampler": asdict(sampler), "images": len(images), **cond}
-        name = pipe.path.name
-    ref = F.reference_stats(args.ref, extractor, size=args.ref_size or size, n=args.n_ref, split=args.ref_split, cache_dir=args.cache, batch_size=args.batch_size)
-    if stats is None:
-        feats = F.extract_features(images, extractor, args.batch_size)
-        stats = F.FIDStats.from_features(feats, extractor.protocol, res["samples"])
-        if args.inception_score:
-            res["inception_score"], res["inception_score_std"] = F.inception_score_from_logits(extractor.logits(torch.from_numpy(feats)), splits=args.splits)
-    if args.save_stats:
-        stats.save(args.save_stats)
-    res.update(fid=ref.fid(stats), n=stats.n, n_ref=ref.n, reference={"spec": str(args.ref), **ref.meta, "protocol": ref.protocol},
-               inception=extractor.identity(), protocol=extractor.protocol, seconds=round(time.perf_counter() - t0, 1))
-    _write_result(res, args.json, f"out/eval/fid-{name}-n{stats.n}.json")
+    res, name = fid_record(args.ref, samples=args.samples, pipe=pipe, sampler=sampler, n=args.n, objects=args.objects, inception=args.inception,
+                           device=args.device, inception_score=args.inception_score, splits=args.splits, ref_size=args.ref_size, n_ref=args.n_ref,
+                           ref_split=args.ref_split, cache_dir=args.cache, batch_size=args.batch_size, save_stats=args.save_stats)
+    _write_result(res, args.json, f"out/eval/fid-{name}-n{res['n']}.json")
 
 
 def _eval_recon(args: argparse.Namespace) -> None:
@@ -182,7 +150,7 @@ def _eval_recon(args: argparse.Namespace) -> None:
 
 
 def _bench_compare(args: argparse.Namespace) -> None:
-    from mmgen.eval.compare import Backbone, run_comparison
+    from mmgen.bench.compare import Backbone, run_comparison
     from mmgen.sampling import SamplerConfig
 
     names = args.paradigms.split(",") if args.paradigms else None
@@ -257,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--samples-per-shard", type=int, default=1000)
     pk.add_argument("--size", type=int, default=32)
     pk.add_argument("--seed", type=int, default=0)
+    pk.add_argument("--overwrite", action="store_true", help="replace the shards already in --out")
     pk.set_defaults(func=_pack)
 
     e = sub.add_parser("eval", help="evaluate a generator")
@@ -335,6 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--share", choices=["true", "false"], default="false", help="also open a public gradio.live tunnel (needs internet)")
     dm.add_argument("--concurrency", type=int, default=2, help="generations running at once; more requests wait in the queue")
     dm.set_defaults(func=_demo)
+
+    cv = sub.add_parser("convert", help="official VAR / LlamaGen / RAR weights -> an mmgen checkpoint folder (--verify: parity report)")
+    from mmgen.convert.command import add_arguments as add_convert_arguments
+
+    add_convert_arguments(cv)
+    cv.set_defaults(func=_convert)
 
     ls = sub.add_parser("list", help="registered model presets")
     ls.add_argument("--kind", choices=["tokenizer", "generator"], default=None)

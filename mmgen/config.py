@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import types
 import typing
@@ -18,7 +19,7 @@ import yaml
 
 T = TypeVar("T")
 
-__all__ = ["from_dict", "to_dict", "merge_dicts", "fix_floats", "parse_scalar", "parse_leaves", "parse_overrides", "apply_overrides", "load_recipe", "convert"]
+__all__ = ["from_dict", "to_dict", "merge_dicts", "fix_floats", "parse_scalar", "parse_leaves", "parse_overrides", "apply_overrides", "load_recipe", "convert", "check_finite"]
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -129,14 +130,29 @@ def convert(value: Any, tp: Any, name: str = "value") -> Any:
                     pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{name} expects a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"{name}={value!r} is not a finite number")
         return float(value)
     if tp is str:
         return str(value)
     return value
 
 
+def check_finite(node: Any, name: str = "value") -> None:
+    """Raise if any number in a nested mapping/list is NaN or infinite (YAML's ``.nan``, ``nan``, ``inf``)."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            check_finite(v, f"{name}.{k}")
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            check_finite(v, f"{name}[{i}]")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ValueError(f"{name}={node} is not a finite number")
+
+
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:
-    """Build dataclass ``cls`` from a (possibly nested) dict; unknown keys are an error."""
+    """Build dataclass ``cls`` from a (possibly nested) dict; unknown keys are an error, so is NaN/inf anywhere."""
+    check_finite(data, cls.__name__)
     types_ = _field_types(cls)
     unknown = set(data) - set(types_)
     if unknown:

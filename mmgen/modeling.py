@@ -7,6 +7,7 @@ unpickling anything.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mmgen.config import from_dict, to_dict
+from mmgen.state_check import check_state_dict
 
 __all__ = ["ConfigModule", "load_module", "module_class", "atomic_dir", "write_json_atomic", "count_params"]
 
@@ -57,7 +59,7 @@ class ConfigModule(nn.Module):
             config = from_dict(self.config_class, config)
         if not isinstance(config, self.config_class):
             raise TypeError(f"{type(self).__name__} expects {self.config_class.__name__}, got {type(config).__name__}")
-        self.config = config
+        self.config = copy.deepcopy(config)  # subclasses may complete their own copy; the caller's config stays as given
 
     def num_params(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
@@ -138,6 +140,7 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> C
     except Exception as e:  # safetensors raises several error types for corrupt files
         raise ValueError(f"{weights} is corrupt or not a safetensors file: {e}") from e
     ref = module.state_dict()
+    check_state_dict(ref, state, str(weights))
     state = {k: v.to(ref[k].dtype) if k in ref else v for k, v in state.items()}
     module.load_state_dict(state, strict=True)
     return module.eval()
@@ -163,7 +166,7 @@ class atomic_dir:
             return
         umask = os.umask(0)
         os.umask(umask)
-        for root, dirs, files in os.walk(self.tmp):  # mkdtemp/safetensors create private modes
+        for root, _dirs, files in os.walk(self.tmp):  # mkdtemp/safetensors create private modes
             os.chmod(root, 0o777 & ~umask)
             for f in files:
                 os.chmod(os.path.join(root, f), 0o666 & ~umask)

@@ -2,6 +2,9 @@
 
 A preset is a ConfigModule class plus default config values. ``create_*(name, **overrides)``
 applies typed overrides on top. Tests are parametrized over ``list_models()``.
+
+This module imports no model: the model packages register their presets when imported, and the
+package root (``mmgen.create_*``, ``mmgen.list_models``) imports them before its first lookup.
 """
 from __future__ import annotations
 
@@ -34,15 +37,10 @@ def register_preset(name: str, cls: type, tags: tuple[str, ...] = (), **defaults
     _PRESETS[name] = Preset(name, cls, defaults, tuple(tags))
 
 
-def _ensure_imported() -> None:
-    import mmgen.models  # noqa: F401  (registers presets)
-    import mmgen.tokenizers_vis  # noqa: F401
-
-
 def preset_info(name: str) -> Preset:
-    _ensure_imported()
     if name not in _PRESETS:
-        raise KeyError(f"unknown model {name!r}; available: {sorted(_PRESETS)}")
+        hint = "" if _PRESETS else " (no presets registered yet: use mmgen.create_* / mmgen.list_models, which import the model packages)"
+        raise KeyError(f"unknown model {name!r}; available: {sorted(_PRESETS)}{hint}")
     return _PRESETS[name]
 
 
@@ -73,5 +71,4 @@ def create_generator(name: str, **overrides: Any):
 
 def list_models(kind: str | None = None, tag: str | None = None) -> list[str]:
     """Names of registered presets, optionally filtered by kind and tag."""
-    _ensure_imported()
     return sorted(n for n, p in _PRESETS.items() if (kind is None or p.kind == kind) and (tag is None or tag in p.tags))

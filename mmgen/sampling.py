@@ -12,10 +12,19 @@ from typing import Literal
 
 import torch
 
-__all__ = ["SamplerConfig", "FLOW_SOLVERS", "cfg_scale_at", "guide", "sample_logits", "filter_logits"]
+__all__ = ["SamplerConfig", "FLOW_SOLVERS", "cfg_scale_at", "guide", "sample_logits", "filter_logits",
+           "DECODING_FIELDS", "GUIDANCE_FIELDS", "CATEGORICAL_FIELDS", "FLOW_FIELDS"]
 
 CFG_SCHEDULES = ("constant", "linear", "power-cosine")
-FLOW_SOLVERS = ("euler", "euler-maruyama")  # ODE / SDE integrators of flow heads (mmgen.models.flow_head)
+FLOW_SOLVERS = ("euler", "euler-maruyama")  # ODE / SDE integrators of flow heads (mmgen.nn.flow)
+
+
+# Which fields a generator reads: each generator class lists its own (``Generator.sampler_fields``)
+# and refuses a non-default value of any other field, so no setting is silently ignored.
+DECODING_FIELDS = ("seed", "use_cache", "static_cache")  # every generator (the one decode loop)
+GUIDANCE_FIELDS = ("cfg_scale", "cfg_schedule", "cfg_power")  # conditional generators
+CATEGORICAL_FIELDS = ("temperature", "top_k", "top_p")  # generators that sample ids from logits
+FLOW_FIELDS = ("flow_steps", "flow_solver")  # generators with a flow-matching head
 
 
 @dataclass
@@ -37,6 +46,10 @@ class SamplerConfig:
         self.validate()
 
     def validate(self) -> "SamplerConfig":
+        for name in ("temperature", "top_p", "cfg_scale", "cfg_power"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.top_k < 0:
@@ -45,6 +58,8 @@ class SamplerConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.cfg_scale < 0:
             raise ValueError(f"cfg_scale must be >= 0, got {self.cfg_scale}")
+        if not self.cfg_power > 0:
+            raise ValueError(f"cfg_power must be > 0, got {self.cfg_power}")
         if self.cfg_schedule not in CFG_SCHEDULES:
             raise ValueError(f"cfg_schedule must be one of {CFG_SCHEDULES}, got {self.cfg_schedule!r}")
         if self.flow_steps < 1:
@@ -59,21 +74,24 @@ class SamplerConfig:
     def guided(self) -> bool:
         return self.cfg_scale != 1.0
 
-    def generator(self, device: torch.device | str) -> torch.Generator:
-        """A fresh RNG seeded with ``seed``: the same seed gives the same samples."""
+    def rng(self, device: torch.device | str) -> torch.Generator:
+        """A fresh ``torch.Generator`` seeded with ``seed``: the same seed gives the same samples."""
         return torch.Generator(device=device).manual_seed(self.seed)
 
 
-def cfg_scale_at(cfg: SamplerConfig, progress: float) -> float:
-    """Guidance scale at ``progress`` in [0, 1] (fraction of the sequence generated)."""
-    progress = min(max(progress, 0.0), 1.0)
-    if cfg.cfg_schedule == "constant":
+def cfg_scale_at(sampler: SamplerConfig, step: int, steps: int) -> float:
+    """Guidance scale of AR step ``step`` of ``steps``.
+
+    The schedules follow their papers' progress measure: ``linear`` (VAR) reaches the full scale at
+    the last step (``step / (steps - 1)``); ``power-cosine`` (RAR) uses ``step / steps``.
+    """
+    if sampler.cfg_schedule == "constant":
         w = 1.0
-    elif cfg.cfg_schedule == "linear":
-        w = progress
+    elif sampler.cfg_schedule == "linear":
+        w = step / max(steps - 1, 1)
     else:
-        w = (1 - math.cos(math.pi * progress**cfg.cfg_power)) / 2
-    return 1.0 + (cfg.cfg_scale - 1.0) * w
+        w = (1 - math.cos(math.pi * (step / steps) ** sampler.cfg_power)) / 2
+    return 1.0 + (sampler.cfg_scale - 1.0) * w
 
 
 def guide(logits: torch.Tensor, scale: float) -> torch.Tensor:
@@ -96,9 +114,9 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
     return logits
 
 
-def sample_logits(logits: torch.Tensor, cfg: SamplerConfig, rng: torch.Generator | None = None) -> torch.Tensor:
+def sample_logits(logits: torch.Tensor, sampler: SamplerConfig, rng: torch.Generator | None = None) -> torch.Tensor:
     """Sample ids from ``logits (..., V)`` with temperature, top-k and top-p."""
-    logits = filter_logits(logits.float() / cfg.temperature, cfg.top_k, cfg.top_p)
+    logits = filter_logits(logits.float() / sampler.temperature, sampler.top_k, sampler.top_p)
     probs = logits.softmax(-1)
     flat = probs.reshape(-1, probs.shape[-1])
     ids = torch.multinomial(flat, 1, generator=rng)

@@ -1,5 +1,8 @@
 """Offline BPE text tokenizer (open_clip's, whose vocabulary ships inside the package).
 
+Knows no world: a world's vocabulary and caption grammar live with the world
+(:mod:`mmgen.data.shapes_text` for the shapes worlds).
+
 Captions become ``[sot] + bpe + [eot]`` padded to the model's text context (``decode`` inverts it). A prompt longer than
 the context is an error, never silently truncated. A model trained on a closed-domain world may use
 a *compact vocabulary*: the subset of BPE ids it was trained on, remapped to ``0..V-1``, so a
@@ -12,7 +15,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-__all__ = ["TextTokenizer", "bpe", "compact_vocab", "shapes_text_vocab", "WordGrammar", "GrammarConstraint", "shapes_caption_grammar", "video_caption_grammar"]
+__all__ = ["TextTokenizer", "bpe", "compact_vocab", "WordGrammar", "GrammarConstraint"]
 
 PAD, SOT, EOT = 0, 1, 2  # compact ids of the special tokens
 _N_SPECIAL = 3
@@ -32,15 +35,6 @@ def compact_vocab(texts: Iterable[str]) -> list[int]:
     for t in texts:
         ids.update(bpe().encode(t))
     return sorted(ids)
-
-
-def shapes_text_vocab() -> list[int]:
-    """Compact vocabulary of the ``shapes`` worlds' caption grammar (image and video)."""
-    from mmgen.data import shapes
-
-    words = list(shapes.vocabulary()) + ["moving", "left", "right", "up", "down", "handwritten", "digit"]
-    words += [str(d) for d in range(10)]
-    return compact_vocab(words)
 
 
 class TextTokenizer:
@@ -177,46 +171,15 @@ class GrammarConstraint:
         return longest("start")
 
 
-def _object_grammar(tag: str, end: str, more: str | None) -> WordGrammar:
-    """``a SIZE COLOUR SHAPE at the POSITION`` from state ``start{tag}`` to ``end`` (optionally ``and`` -> ``more``)."""
-    from mmgen.data import shapes
-
-    s = lambda name: f"{name}{tag}"  # noqa: E731
-    g: WordGrammar = {
-        s("start"): [("a", s("size"))],
-        s("size"): [(w, s("color")) for w in shapes.SIZES],
-        s("color"): [(w, s("shape")) for w in shapes.COLORS],
-        s("shape"): [(w, s("at")) for w in shapes.SHAPES],
-        s("at"): [("at", s("the"))],
-        s("the"): [("the", s("pos"))],
-        s("pos"): [("top", s("accept_side")), ("bottom", s("accept_side")), ("left", end), ("center", end), ("right", end)],
-        s("accept_side"): [("left", end), ("right", end)],
-    }
-    if more is not None:
-        g[s("accept_side")].append(("and", more))
-    return g
+# Names that moved to mmgen.data.shapes_text (the shapes worlds' words); still reachable here for
+# the model presets that import them from this module. Looked up on use, so importing mmgen.text
+# never imports the data worlds.
+_MOVED_TO_SHAPES_TEXT = ("shapes_text_vocab", "shapes_caption_grammar", "video_caption_grammar")
 
 
-def shapes_caption_grammar(max_objects: int = 2) -> WordGrammar:
-    """The ``shapes`` caption grammar with 1..``max_objects`` (1 or 2) objects."""
-    if max_objects not in (1, 2):
-        raise ValueError(f"max_objects must be 1 or 2, got {max_objects}")
-    if max_objects == 1:
-        g = _object_grammar("", "accept", None)
-        g["accept"] = []
-        return g
-    g = _object_grammar("", "accept_one", None)
-    g["accept_one"] = [("and", "start2")]
-    g["accept_side"].append(("and", "start2"))
-    g.update(_object_grammar("2", "accept_two", None))
-    g["accept_two"] = []
-    return g
+def __getattr__(name: str):
+    if name in _MOVED_TO_SHAPES_TEXT:
+        from mmgen.data import shapes_text
 
-
-def video_caption_grammar() -> WordGrammar:
-    """``a COLOUR SHAPE moving DIRECTION`` (the ``shapes-video`` captions)."""
-    from mmgen.data import shapes
-    from mmgen.data.video import DIRECTIONS
-
-    return {"start": [("a", "color")], "color": [(w, "shape") for w in shapes.COLORS], "shape": [(w, "moving") for w in shapes.SHAPES],
-            "moving": [("moving", "dir")], "dir": [(w, "accept") for w in DIRECTIONS], "accept": []}
+        return getattr(shapes_text, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,22 +1,25 @@
-"""What every generator shares: config fields, conditioning, tokenizer binding, batch preparation.
+"""What every generator shares: config fields, conditioning, tokenizer binding, batch preparation,
+the sampler contract and ``generate`` (the one decode loop of ``decoding.py``).
 
 A generator is "tokens, grouped, ordered, masked, predicted" (design.md §2): subclasses choose a
-schedule (groups, mask, positions) and a head, and inherit the rest from here.
+schedule (groups, mask, positions) and a step (head -> next group) in ``decode_schedule``, and
+inherit the rest from here.
 """
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Callable, ClassVar, Literal, Sequence
 
 import torch
 from torch import nn
 
 from mmgen.modeling import ConfigModule
+from mmgen.models.decoding import Decode, decode
 from mmgen.nn.transformer import TransformerConfig
-from mmgen.sampling import SamplerConfig
+from mmgen.sampling import DECODING_FIELDS, SamplerConfig
 from mmgen.text import TextTokenizer
-from mmgen.tokens import Layout, Tokens, layout_from_dict
+from mmgen.tokens import FramesLayout, Layout, Tokens, layout_from_dict
 
 __all__ = ["GeneratorConfig", "Condition", "CondEmbedder", "Generator", "tokenizer_overrides", "takes_progress", "Callback"]
 
@@ -77,22 +80,22 @@ class CondEmbedder(nn.Module):
     its null condition, so a negative prompt is simply another text.
     """
 
-    def __init__(self, cfg: GeneratorConfig) -> None:
+    def __init__(self, config: GeneratorConfig, embed: bool = True) -> None:
+        """``embed=False``: no embedding table (a model that embeds text ids in its own vocabulary)."""
         super().__init__()
-        dim = cfg.transformer.dim
-        self.kind = cfg.cond
-        if cfg.cond == "class":
-            self.embed = nn.Embedding(cfg.num_classes + 1, dim)
-            self.prefix_len = 1
-        elif cfg.cond == "text":
-            self.text_tokenizer = TextTokenizer(cfg.text_context, cfg.text_vocab)
-            self.embed = nn.Embedding(self.text_tokenizer.vocab_size, dim)
-            self.prefix_len = cfg.text_context
+        dim = config.transformer.dim
+        self.kind = config.cond
+        if config.cond == "class":
+            rows, self.prefix_len = config.num_classes + 1, 1
+        elif config.cond == "text":
+            self.text_tokenizer = TextTokenizer(config.text_context, config.text_vocab)
+            rows, self.prefix_len = self.text_tokenizer.vocab_size, config.text_context
         else:
-            self.embed = nn.Embedding(1, dim)  # a learned start token
-            self.prefix_len = 1
-        nn.init.normal_(self.embed.weight, std=0.02)
-        self.num_classes = cfg.num_classes
+            rows, self.prefix_len = 1, 1  # a learned start token
+        self.embed = nn.Embedding(rows, dim) if embed else None
+        if embed:
+            nn.init.normal_(self.embed.weight, std=0.02)
+        self.num_classes = config.num_classes
 
     def null(self, batch_size: int, device) -> Condition:
         if self.kind == "class":
@@ -131,15 +134,21 @@ class CondEmbedder(nn.Module):
 
 
 class Generator(ConfigModule):
-    """Base class: ``forward(tokens, cond) -> (loss, logs)``; ``generate(cond, sampler, callback) -> Tokens``."""
+    """Base class: ``forward(tokens, cond) -> (loss, logs)``; ``generate(cond, sampler, callback) -> Tokens``.
+
+    A subclass declares the :class:`SamplerConfig` fields it reads (``sampler_fields``) and
+    implements ``decode_schedule`` (its schedule and step); ``generate`` is the same for all.
+    """
 
     kind = "generator"
     config_class = GeneratorConfig
+    sampler_fields: ClassVar[tuple[str, ...]] = DECODING_FIELDS
+    embeds_condition: ClassVar[bool] = True  # False: the model embeds its condition itself (the unified model)
 
     def __init__(self, config: GeneratorConfig) -> None:
-        super().__init__(config)
+        super().__init__(config)  # a copy of config: subclasses may complete it
         self.layout: Layout = layout_from_dict(self.config.layout)
-        self.cond_embed = CondEmbedder(self.config)
+        self.cond_embed = CondEmbedder(self.config, embed=self.embeds_condition)
         self._tokenizer = None
 
     # ----- tokenizer binding (the tokenizer is not a submodule: it is frozen and saved separately)
@@ -162,6 +171,15 @@ class Generator(ConfigModule):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    @property
+    def prefix_len(self) -> int:
+        """Condition slots before the first generated token (class: 1, text: ``text_context``)."""
+        return self.cond_embed.prefix_len
+
+    def adaln_cond(self, pooled: torch.Tensor | None) -> torch.Tensor | None:
+        """The pooled condition when the backbone is AdaLN-modulated (VAR, xAR, RAR's reference sizes), else None."""
+        return pooled if self.config.transformer.adaln_dim else None
 
     # ----- conditions
     def make_condition(self, prompts: Sequence[str] | None = None, labels: Sequence[int] | torch.Tensor | None = None, batch_size: int | None = None) -> Condition:
@@ -200,18 +218,74 @@ class Generator(ConfigModule):
             cond = Condition(pixels.shape[0])
         return tokens, cond
 
+    def training_condition(self, cond: Condition) -> Condition:
+        """While training, each sample's condition is dropped to the null one with ``cond_dropout`` (CFG's unconditional branch)."""
+        return self.cond_embed.drop(cond, self.config.cond_dropout) if self.training else cond
+
     def cfg_batch(self, cond: Condition, sampler: SamplerConfig, negative: Condition | None = None) -> Condition:
         """``[cond; uncond]`` when guidance is on, else ``cond``."""
         if not sampler.guided:
             return cond
         return cond.cat(negative if negative is not None else self.cond_embed.null(cond.batch_size, self.device))
 
+    # ----- sampling: the one decode loop
+    def check_sampler(self, sampler: SamplerConfig | None, allowed: Sequence[str] | None = None) -> SamplerConfig:
+        """``sampler`` validated, refusing a non-default value of a field this model does not read."""
+        sampler = (sampler or SamplerConfig()).validate()
+        allowed = self.sampler_fields if allowed is None else allowed
+        default = SamplerConfig()
+        for f in fields(SamplerConfig):
+            value = getattr(sampler, f.name)
+            if f.name not in allowed and value != getattr(default, f.name):
+                raise ValueError(f"{type(self).__name__} does not use SamplerConfig.{f.name} (got {value!r}; leave it at "
+                                 f"{getattr(default, f.name)!r}); it uses: {', '.join(allowed)}")
+        return sampler
+
+    def restrict_sampler(self, sampler: SamplerConfig) -> SamplerConfig:
+        """``sampler`` with every field this model does not read set back to its default.
+
+        For one setting shared by models of different paradigms (a comparison): an explicit choice,
+        where ``generate`` refuses such fields.
+        """
+        default = SamplerConfig()
+        return replace(sampler, **{f.name: getattr(default, f.name) for f in fields(SamplerConfig) if f.name not in self.sampler_fields})
+
+    def check_latent_frames(self, latent_frames: int | None) -> dict[str, int]:
+        """``{"latent_frames": t}`` for a video layout (default: all), ``{}`` for an image model."""
+        if not isinstance(self.layout, FramesLayout):
+            if latent_frames is not None:
+                raise ValueError(f"{type(self).__name__} generates images; latent_frames={latent_frames} is only for video models")
+            return {}
+        t = self.layout.t if latent_frames is None else latent_frames
+        if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= self.layout.t:
+            raise ValueError(f"this model generates 1..{self.layout.t} latent frames; got {latent_frames!r}")
+        return {"latent_frames": t}
+
+    @torch.no_grad()
+    def generate(self, cond: Condition, sampler: SamplerConfig | None = None, callback: Callback | None = None,
+                 negative: Condition | None = None, latent_frames: int | None = None, **options: Any) -> Tokens:
+        """Sample tokens for ``cond``; ``negative`` replaces the unconditional branch of guidance.
+
+        ``latent_frames`` (video models, default all) stops after that many latent frames;
+        ``callback(step, total, partial)`` sees the tokens after every AR step.
+        """
+        sampler = self.check_sampler(sampler)
+        video = self.check_latent_frames(latent_frames)
+        cond = cond.to(self.device)
+        if negative is not None and negative.batch_size != cond.batch_size:
+            raise ValueError(f"the negative condition has {negative.batch_size} samples, the condition {cond.batch_size}")
+        full = self.cfg_batch(cond, sampler, negative)
+        return decode(self.decode_schedule(full, cond.batch_size, sampler, **video, **options), sampler, callback)
+
     # ----- the interface subclasses implement
     def forward(self, tokens: Tokens, cond: Condition) -> tuple[torch.Tensor, dict]:
         raise NotImplementedError
 
-    @torch.no_grad()
-    def generate(self, cond: Condition, sampler: SamplerConfig | None = None, callback: Callback | None = None) -> Tokens:
+    def decode_schedule(self, full: Condition, batch: int, sampler: SamplerConfig, **options: Any) -> Decode:
+        """The paradigm: its first pass, positions, mask, number of steps and step (see ``decoding.py``).
+
+        ``full`` is the CFG batch (``[cond; uncond]`` when guided) of ``batch`` samples each.
+        """
         raise NotImplementedError
 
     def forward_passes(self) -> int:

@@ -27,11 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmgen.models.base import Callback, Condition, Generator, GeneratorConfig
+from mmgen.models.base import Condition, Generator, GeneratorConfig
+from mmgen.models.decoding import Decode, run_in_groups
 from mmgen.nn.masks import BlockCausal
 from mmgen.nn.transformer import Transformer
 from mmgen.registry import register_preset
-from mmgen.sampling import SamplerConfig, cfg_scale_at, guide, sample_logits
+from mmgen.sampling import CATEGORICAL_FIELDS, DECODING_FIELDS, GUIDANCE_FIELDS, SamplerConfig, sample_logits
 from mmgen.text import shapes_text_vocab
 from mmgen.tokens import FramesLayout, Tokens
 
@@ -88,6 +89,7 @@ def frame_positions(prefix: int, layout: FramesLayout) -> torch.Tensor:
 
 class NBPGenerator(Generator):
     config_class = NBPConfig
+    sampler_fields = DECODING_FIELDS + GUIDANCE_FIELDS + CATEGORICAL_FIELDS
 
     def __init__(self, config: NBPConfig) -> None:
         super().__init__(config)
@@ -120,10 +122,6 @@ class NBPGenerator(Generator):
         prefix_pos = torch.arange(P, device="cpu")[:, None].expand(P, 3).float()
         seq = [prefix_pos, tok_pos[:first], q_pos, tok_pos[first : lay.num_tokens - L]]
         self.register_buffer("positions", torch.cat(seq), persistent=False)
-
-    @property
-    def prefix_len(self) -> int:
-        return self.cond_embed.prefix_len
 
     def bind_tokenizer(self, tokenizer) -> "NBPGenerator":
         super().bind_tokenizer(tokenizer)
@@ -176,16 +174,11 @@ class NBPGenerator(Generator):
         x = self._inputs(tokens.ids[:, self.perm], prefix)
         if not cached:
             return self.head(self._outputs(self.transformer(x, self.positions, self._mask())))
-        cache, hs, start = self.transformer.new_cache(), [], 0
-        bounds = [self.prefix_len + s for s in torch.tensor((0,) + self.block_sizes()).cumsum(0).tolist()]
-        for a, b in zip([0] + bounds[:-1], bounds):
-            if b > a:
-                hs.append(self.transformer(x[:, a:b], self.positions[a:b], self._mask(), cache=cache))
-        return self.head(self._outputs(torch.cat(hs, 1)))
+        h = run_in_groups(self.transformer, x, self.positions, self._mask(), (self.prefix_len, *self.block_sizes()))
+        return self.head(self._outputs(h))
 
     def forward(self, tokens: Tokens, cond: Condition) -> tuple[torch.Tensor, dict]:
-        if self.training:
-            cond = self.cond_embed.drop(cond, self.config.cond_dropout)
+        cond = self.training_condition(cond)
         logits = self.logits(tokens, cond)
         target = tokens.ids[:, self.perm]
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1))
@@ -196,45 +189,32 @@ class NBPGenerator(Generator):
         return loss, {"ce": loss.detach(), "ce_frame0": first, "ce_rest": per[:, self.perm >= f].mean() if self.layout.t > 1 else first}
 
     # ----- sampling
-    @torch.no_grad()
-    def generate(self, cond: Condition, sampler: SamplerConfig | None = None, callback: Callback | None = None,
-                 negative: Condition | None = None, latent_frames: int | None = None) -> Tokens:
-        """Sample ``latent_frames`` (default all) latent frames; one forward pass per block."""
-        sampler = (sampler or SamplerConfig()).validate()
-        K = self._blocks_for(latent_frames)
-        lay, L, P, first = self.layout, self.L, self.prefix_len, self.K0 * self.L
-        B, N = cond.batch_size, K * L
-        out_layout = lay.with_frames(N // lay.frame_tokens)
-        rng = sampler.generator(self.device)
-        full = self.cfg_batch(cond.to(self.device), sampler, negative)
-        reps = full.batch_size // B
+    def decode_schedule(self, full: Condition, batch: int, sampler: SamplerConfig, latent_frames: int) -> Decode:
+        """One block per step (frame 0 token by token with ``first_frame=tokens``); the queries predict block 0."""
+        K, L = self._blocks_for(latent_frames), self.L
         prefix, _ = self.cond_embed(full)
-        ids_b = torch.zeros(B, lay.num_tokens, dtype=torch.long, device=self.device)
-        q = self.queries.expand(full.batch_size, -1, -1)
-        cache = self.transformer.new_cache(P + lay.num_tokens, sampler.static_cache) if sampler.use_cache else None
-        total = self.forward_passes(out_layout.t)
-        x, start, done, step = (prefix if first else torch.cat([prefix, q], 1)), 0, 0, 0
-        seq = x
-        while done < N:
-            n_new = 1 if done < first else L
-            if cache is None:
-                h = self.transformer(seq, self.positions[: seq.shape[1]], self._mask())
-            else:
-                h = self.transformer(x, self.positions[start : start + x.shape[1]], self._mask(), cache=cache)
-            start += x.shape[1]
-            logits = self.head(h[:, -n_new:]).float()
-            if sampler.guided:
-                logits = guide(logits, cfg_scale_at(sampler, step / max(total - 1, 1)))
-            new = sample_logits(logits, sampler, rng)
-            ids_b[:, done : done + n_new] = new
-            done, step = done + n_new, step + 1
-            x = self.tok_embed(new).repeat(reps, 1, 1)
-            if done == first:  # frame 0 is complete: its last token and the queries go in together
-                x = torch.cat([x, q], 1)
-            seq = torch.cat([seq, x], 1)
-            if callback is not None:
-                callback(step, total, Tokens(out_layout, ids=self._natural(ids_b)[:, : out_layout.num_tokens]))
-        return Tokens(out_layout, ids=self._natural(ids_b)[:, :N])
+        first = prefix if self.K0 else torch.cat([prefix, self.queries.expand(full.batch_size, -1, -1)], 1)
+        state = {"ids": torch.zeros(batch, self.layout.num_tokens, dtype=torch.long, device=self.device), "done": 0, "N": K * L,
+                 "layout": self.layout.with_frames(K * L // self.layout.frame_tokens)}
+        return Decode(self.transformer, first, self.positions, self._mask(), self.forward_passes(latent_frames), self._block_step,
+                      self._sampled, batch, state=state)
+
+    def _block_step(self, d: Decode, k: int, h: torch.Tensor) -> torch.Tensor | None:
+        done, first = d.state["done"], self.K0 * self.L
+        n_new = 1 if done < first else self.L
+        new = sample_logits(d.guide(self.head(h[:, -n_new:]).float()), d.sampler, d.rng)
+        d.state["ids"][:, done : done + n_new] = new
+        d.state["done"] = done = done + n_new
+        if done >= d.state["N"]:
+            return None
+        x = self.tok_embed(new)
+        if done == first:  # frame 0 is complete: its last token and the queries go in together
+            x = torch.cat([x, self.queries.expand(d.batch, -1, -1)], 1)
+        return x
+
+    def _sampled(self, d: Decode, k: int) -> Tokens:
+        layout = d.state["layout"]
+        return Tokens(layout, ids=self._natural(d.state["ids"])[:, : layout.num_tokens])
 
     def _natural(self, ids_b: torch.Tensor) -> torch.Tensor:
         """Block order -> ``(t, h, w)`` order."""

@@ -23,7 +23,7 @@ from mmgen.registry import register_preset
 from mmgen.text import shapes_text_vocab
 from mmgen.tokens import Tokens
 
-__all__ = ["RARConfig", "RARGenerator", "permute_probability"]
+__all__ = ["RARConfig", "RARGenerator", "permute_probability", "rar_official_transformer", "RAR_SIZES", "RAR_OFFICIAL"]
 
 
 @dataclass
@@ -65,8 +65,7 @@ class RARGenerator(RasterGenerator):
     def forward(self, tokens: Tokens, cond: Condition, progress: float = 0.0) -> tuple[torch.Tensor, dict]:
         """Loss at training ``progress`` in [0, 1] (the trainer passes ``step / steps``); eval is raster order."""
         r = permute_probability(progress, self.config.anneal_start, self.config.anneal_end) if self.training else 0.0
-        if self.training:
-            cond = self.cond_embed.drop(cond, self.config.cond_dropout)
+        cond = self.training_condition(cond)
         order = self.sample_orders(tokens.ids.shape[0], r)
         logits = self.logits(tokens, cond, order)
         target = tokens.ids.gather(1, order)
@@ -77,11 +76,25 @@ class RARGenerator(RasterGenerator):
 def _register() -> None:
     register_preset("rar-tiny", RARGenerator, tags=("tiny",), transformer=dict(_TINY), cond="text", text_vocab=shapes_text_vocab)
     register_preset("rar-tiny-class", RARGenerator, tags=("tiny",), transformer=dict(_TINY), cond="class", num_classes=10)
-    # RAR reference sizes (class-conditional ImageNet 256, 16x16 tokens of a 1024-code MaskGIT VQ);
+    # mmgen's own architecture at RAR's reference sizes (class-conditional ImageNet 256, 16x16 tokens of a 1024-code MaskGIT VQ);
     # like the paper, their blocks are AdaLN-modulated by the class embedding.
     ref = dict(cond="class", num_classes=1000, vocab_size=1024, layout={"type": "grid", "h": 16, "w": 16}, image_size=256, token_dim=8)
-    register_preset("rar-b", RARGenerator, tags=("reference",), transformer=dict(dim=768, depth=24, heads=16, adaln_dim=768), **ref)
-    register_preset("rar-l", RARGenerator, tags=("reference",), transformer=dict(dim=1024, depth=24, heads=16, adaln_dim=1024), **ref)
+    register_preset("rar-mmgen-b", RARGenerator, tags=("reference",), transformer=dict(dim=768, depth=24, heads=16, adaln_dim=768), **ref)
+    register_preset("rar-mmgen-l", RARGenerator, tags=("reference",), transformer=dict(dim=1024, depth=24, heads=16, adaln_dim=1024), **ref)
+    # the published RAR-B/L/XL/XXL (bytedance/1d-tokenizer README_RAR.md), on MaskGIT-VQ's 256-dim codes
+    for size, (dim, depth, hidden) in RAR_SIZES.items():
+        register_preset(f"rar-{size}", RARGenerator, tags=("reference", "official"), transformer=rar_official_transformer(dim, depth, 16, hidden),
+                        **(ref | dict(token_dim=256)), **RAR_OFFICIAL)
 
+
+RAR_SIZES = {"b": (768, 24, 3072), "l": (1024, 24, 4096), "xl": (1280, 32, 5120), "xxl": (1408, 40, 6144)}  # (hidden, layers, intermediate)
+RAR_OFFICIAL = dict(start_token=True, abs_pos_embed=True, step_cond=True, head_bias=True, cond_dropout=0.1)
+
+
+def rar_official_transformer(dim: int, depth: int, heads: int, hidden: int, dropout: float = 0.1, attn_dropout: float = 0.1) -> dict:
+    """RAR's block (``modeling/rar.py``): LayerNorm (1e-6, affine kept), qk-LayerNorm, biases, GELU MLP, adaLN-zero per slot; no RoPE."""
+    return dict(dim=dim, depth=depth, heads=heads, mlp="gelu", mlp_hidden=hidden, mlp_bias=True, qkv_bias="qkv", proj_bias=True,
+                norm="layernorm", norm_eps=1e-6, qk_norm="layernorm", rope="none", adaln_dim=dim, adaln_norm_affine=True, dropout=dropout,
+                attn_dropout=attn_dropout)
 
 _register()

@@ -24,20 +24,44 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmgen.models.base import CondEmbedder, Condition, Generator, GeneratorConfig
+from mmgen.models.decoding import Decode
+from mmgen.nn.layers import swiglu_hidden
 from mmgen.nn.masks import Causal
-from mmgen.nn.transformer import Transformer, TransformerConfig
+from mmgen.nn.transformer import Transformer
 from mmgen.registry import register_preset
-from mmgen.sampling import SamplerConfig, cfg_scale_at, guide, sample_logits
-from mmgen.tokens import GridLayout, SegmentsLayout, SequenceLayout, Tokens
-from mmgen.models.base import Callback, Condition, Generator, GeneratorConfig
+from mmgen.sampling import CATEGORICAL_FIELDS, DECODING_FIELDS, GUIDANCE_FIELDS, SamplerConfig, sample_logits
 from mmgen.text import shapes_text_vocab
+from mmgen.tokens import GridLayout, SegmentsLayout, SequenceLayout, Tokens
 
-__all__ = ["RasterConfig", "RasterGenerator", "grid_positions", "sequence_positions"]
+__all__ = ["RasterConfig", "RasterGenerator", "StartTokenCondEmbedder", "llamagen_official_transformer", "LLAMAGEN_SIZES", "LLAMAGEN_OFFICIAL",
+           "grid_positions", "sequence_positions", "llamagen_positions"]
 
 
 @dataclass
 class RasterConfig(GeneratorConfig):
     target_pos_embed: bool = False  # (presets turn it on) learned embedding of the cell each slot predicts (see module doc)
+    # Options of the published models (mmgen.convert): LlamaGen uses token_dropout and the
+    # transformer's rope="llamagen-2d"; RAR uses the other four with rope="none" and AdaLN.
+    token_dropout: float = 0.0  # dropout on the input embeddings, condition included (LlamaGen), training only
+    start_token: bool = False  # a learned token before the condition prefix (RAR's cls token)
+    abs_pos_embed: bool = False  # learned embedding per sequence slot; a token keeps its own cell's under any order (RAR)
+    step_cond: bool = False  # AdaLN condition per slot: pooled condition + a learned slot embedding (RAR)
+    head_bias: bool = False
+
+
+class StartTokenCondEmbedder(CondEmbedder):
+    """The condition prefix behind one learned start token (RAR: ``[cls, class]``); ``pooled`` is the condition's."""
+
+    def __init__(self, cfg: GeneratorConfig) -> None:
+        super().__init__(cfg)
+        self.start = nn.Parameter(torch.zeros(1, 1, cfg.transformer.dim))
+        nn.init.trunc_normal_(self.start, std=0.02)
+        self.prefix_len += 1
+
+    def forward(self, cond: Condition) -> tuple[torch.Tensor, torch.Tensor]:
+        prefix, pooled = super().forward(cond)
+        return torch.cat([self.start.expand(prefix.shape[0], -1, -1), prefix], dim=1), pooled
 
 
 def grid_positions(prefix: int, h: int, w: int) -> torch.Tensor:
@@ -49,6 +73,13 @@ def grid_positions(prefix: int, h: int, w: int) -> torch.Tensor:
     return torch.cat([p, g]).float()
 
 
+def llamagen_positions(prefix: int, h: int, w: int) -> torch.Tensor:
+    """``(prefix + h*w, 2)`` LlamaGen 2D RoPE coordinates: NaN (q, k zeroed) for the prefix, ``(row, col)`` on the grid."""
+    cpu = torch.device("cpu")
+    r, c = torch.meshgrid(torch.arange(h, device=cpu), torch.arange(w, device=cpu), indexing="ij")
+    return torch.cat([torch.full((prefix, 2), float("nan"), device=cpu), torch.stack([r, c], -1).reshape(-1, 2).float()])
+
+
 def sequence_positions(prefix: int, n: int) -> torch.Tensor:
     """``(prefix + n, 3)`` M-RoPE coordinates of a 1D sequence after the prefix: ``(i, i, i)`` (plain 1D RoPE)."""
     return torch.arange(prefix + n, device=torch.device("cpu"))[:, None].expand(prefix + n, 3).float()
@@ -56,30 +87,47 @@ def sequence_positions(prefix: int, n: int) -> torch.Tensor:
 
 class RasterGenerator(Generator):
     config_class = RasterConfig
+    sampler_fields = DECODING_FIELDS + GUIDANCE_FIELDS + CATEGORICAL_FIELDS + ("token_budget",)  # token_budget: 1D sequences only
 
     def __init__(self, config: RasterConfig) -> None:
         super().__init__(config)
         if not isinstance(self.layout, (GridLayout, SequenceLayout, SegmentsLayout)):
             raise ValueError(f"the raster generator needs a grid, sequence or segments layout, got {self.layout}")
-        dim = self.config.transformer.dim
-        if self.config.transformer.adaln_dim not in (0, dim):
-            raise ValueError(f"the AdaLN condition is the pooled condition of width {dim}; got adaln_dim={self.config.transformer.adaln_dim}")
-        self.tok_embed = nn.Embedding(self.config.vocab_size, dim)
+        cfg, tcfg = self.config, self.config.transformer
+        dim = tcfg.dim
+        if tcfg.adaln_dim not in (0, dim):
+            raise ValueError(f"the AdaLN condition is the pooled condition of width {dim}; got adaln_dim={tcfg.adaln_dim}")
+        if cfg.step_cond and not tcfg.adaln_dim:
+            raise ValueError("step_cond=True modulates AdaLN blocks: set transformer.adaln_dim to the width")
+        if cfg.start_token:
+            if cfg.cond == "text":
+                raise ValueError("start_token=True is for class or no conditioning (RAR); a text prefix would lose its bidirectional attention")
+            self.cond_embed = StartTokenCondEmbedder(cfg)
+        self.tok_embed = nn.Embedding(cfg.vocab_size, dim)
         nn.init.normal_(self.tok_embed.weight, std=0.02)
-        self.transformer = Transformer(self.config.transformer)
-        self.head = nn.Linear(dim, self.config.vocab_size, bias=False)
+        self.transformer = Transformer(tcfg)
+        self.head = nn.Linear(dim, cfg.vocab_size, bias=cfg.head_bias)
         nn.init.zeros_(self.head.weight)
-        if self.config.target_pos_embed:
+        if cfg.target_pos_embed:
             self.target_pos = nn.Parameter(torch.randn(self.layout.num_tokens, dim) * 0.02)
         P = self.cond_embed.prefix_len
-        pos = grid_positions(P, self.layout.h, self.layout.w) if isinstance(self.layout, GridLayout) else sequence_positions(P, self.layout.num_tokens)
+        if cfg.abs_pos_embed:
+            self.pos_embed = nn.Parameter(torch.randn(P + self.layout.num_tokens, dim) * 0.02)
+        if cfg.step_cond:  # slots 0 .. P+N-2 are run (the last token is never an input)
+            self.step_embed = nn.Parameter(torch.randn(P + self.layout.num_tokens - 1, dim) * 0.02)
+        if tcfg.rope == "none":  # positions are slot indices: they pick the absolute embeddings
+            pos = torch.arange(P + self.layout.num_tokens, device="cpu")[:, None].float()
+        elif tcfg.rope == "llamagen-2d":
+            if not isinstance(self.layout, GridLayout):
+                raise ValueError(f"rope='llamagen-2d' needs a grid layout, got {self.layout}")
+            pos = llamagen_positions(P, self.layout.h, self.layout.w)
+        else:
+            pos = grid_positions(P, self.layout.h, self.layout.w) if isinstance(self.layout, GridLayout) else sequence_positions(P, self.layout.num_tokens)
         self.register_buffer("positions", pos, persistent=False)
 
-    @property
-    def prefix_len(self) -> int:
-        return self.cond_embed.prefix_len
-
     def _mask(self) -> Causal:
+        if self.config.start_token:  # RAR: plain causal, the start token does not see the condition
+            return Causal()
         return Causal(prefix=self.prefix_len)
 
     def _token_positions(self, start: int, end: int) -> torch.Tensor:
@@ -108,25 +156,35 @@ class RasterGenerator(Generator):
         if ids is None or tokens.layout != self.layout:
             raise ValueError(f"expected discrete tokens with layout {self.layout}, got {tokens.layout}")
         prefix, pooled = self.cond_embed(cond)
-        pooled = self._adaln(pooled)
         P, N = self.prefix_len, ids.shape[1]
+        pooled = self._adaln(pooled, 0, P + N - 1)
         if order is None:
-            x = torch.cat([prefix, self.tok_embed(ids[:, :-1])], dim=1)
-            h = self.transformer(self._add_targets(x, 0), self._token_positions(0, P + N - 1), self._mask(), cond=pooled)
+            x = self._token_dropout(torch.cat([prefix, self.tok_embed(ids[:, :-1])], dim=1))
+            h = self._run(self._add_targets(x, 0), self._token_positions(0, P + N - 1), pooled)
             return self.head(h[:, P - 1 :])
         if order.shape != ids.shape:
             raise ValueError(f"order must have the tokens' shape {tuple(ids.shape)}, got {tuple(order.shape)}")
-        x = torch.cat([prefix, self.tok_embed(ids.gather(1, order[:, :-1]))], dim=1)
+        x = self._token_dropout(torch.cat([prefix, self.tok_embed(ids.gather(1, order[:, :-1]))], dim=1))
         if self.config.target_pos_embed:
             x = x + F.pad(self.target_pos[order], (0, 0, P - 1, 0))
-        grid = self.positions[P:][order[:, :-1]]  # (B, N-1, 3): each token at its own cell
+        grid = self.positions[P:][order[:, :-1]]  # (B, N-1, axes): each token at its own cell
         positions = torch.cat([self.positions[:P].expand(ids.shape[0], -1, -1), grid], dim=1)
-        h = self.transformer(x, positions, self._mask(), cond=pooled)
+        h = self._run(x, positions, pooled)
         return self.head(h[:, P - 1 :])
 
+    def _token_dropout(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(x, self.config.token_dropout, self.training) if self.config.token_dropout else x
+
+    def _with_abs_pos(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Add the absolute embeddings of the slots at ``positions`` (models with ``abs_pos_embed``)."""
+        return x + self.pos_embed[positions[..., 0].long()] if self.config.abs_pos_embed else x
+
+    def _run(self, x: torch.Tensor, positions: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """The teacher-forced transformer pass over slots at ``positions``."""
+        return self.transformer(self._with_abs_pos(x, positions), positions, self._mask(), cond=cond)
+
     def forward(self, tokens: Tokens, cond: Condition) -> tuple[torch.Tensor, dict]:
-        if self.training:
-            cond = self.cond_embed.drop(cond, self.config.cond_dropout)
+        cond = self.training_condition(cond)
         logits = self.logits(tokens, cond)
         target = tokens.ids
         if isinstance(self.layout, SegmentsLayout):  # nothing to learn after the first end token
@@ -138,41 +196,35 @@ class RasterGenerator(Generator):
     def forward_passes(self) -> int:
         return self.layout.num_tokens
 
-    def _adaln(self, pooled: torch.Tensor | None) -> torch.Tensor | None:
-        """The pooled condition when the backbone is AdaLN-modulated (RAR's reference models), else None."""
-        return pooled if self.config.transformer.adaln_dim else None
+    def _adaln(self, pooled: torch.Tensor | None, start: int = 0, n: int = 0) -> torch.Tensor | None:
+        """The AdaLN condition of slots ``start..start+n-1``: None without AdaLN, the pooled condition,
+        or (``step_cond``, RAR) the pooled condition plus each slot's learned embedding ``(B, n, dim)``."""
+        pooled = self.adaln_cond(pooled)
+        if pooled is None or not self.config.step_cond:
+            return pooled
+        return pooled[:, None] + self.step_embed[start : start + n]
 
-    @torch.no_grad()
-    def next_logits(self, x: torch.Tensor, start: int, cache, pooled: torch.Tensor | None = None) -> torch.Tensor:
-        """Run slots ``start..start+n-1`` (through the cache if given) and return the last slot's logits."""
-        pos = self._token_positions(start, start + x.shape[1])
-        h = self.transformer(self._add_targets(x, start), pos, self._mask(), cache=cache, cond=self._adaln(pooled))
-        return self.head(h[:, -1]).float()
+    def _slot_inputs(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """What slots ``start..`` add to their token embeddings: the target cell, and absolute positions if the model has them."""
+        return self._with_abs_pos(self._add_targets(x, start), self.positions[start : start + x.shape[1]])
 
-    @torch.no_grad()
-    def generate(self, cond: Condition, sampler: SamplerConfig | None = None, callback: Callback | None = None, negative: Condition | None = None) -> Tokens:
-        sampler = (sampler or SamplerConfig()).validate()
-        B, N, P = cond.batch_size, self.num_to_generate(sampler), self.prefix_len
-        rng = sampler.generator(self.device)
-        full = self.cfg_batch(cond.to(self.device), sampler, negative)
+    def decode_schedule(self, full: Condition, batch: int, sampler: SamplerConfig) -> Decode:
+        """One token per step: the prefix first, then each sampled token's embedding."""
         prefix, pooled = self.cond_embed(full)
-        ids = torch.zeros(B, N, dtype=torch.long, device=self.device)
-        cache = self.transformer.new_cache(P + N, sampler.static_cache) if sampler.use_cache else None
-        x, start = prefix, 0
-        for n in range(N):
-            if cache is None:  # recompute the whole sequence every step (reference / benchmark path)
-                seq = torch.cat([prefix, self.tok_embed(ids[:, :n]).repeat(full.batch_size // B, 1, 1)], 1)
-                logits = self.next_logits(seq, 0, None, pooled)
-            else:
-                logits = self.next_logits(x, start, cache, pooled)
-            if sampler.guided:
-                logits = guide(logits, cfg_scale_at(sampler, n / max(N - 1, 1)))
-            ids[:, n] = self._next_ids(logits, ids[:, :n], sampler, rng)
-            start += x.shape[1]
-            x = self.tok_embed(ids[:, n : n + 1]).repeat(full.batch_size // B, 1, 1)
-            if callback is not None:
-                callback(n + 1, N, self._partial(ids, n + 1))
-        return self._partial(ids, N) if N < self.layout.num_tokens else Tokens(self.layout, ids=ids)
+        N = self.num_to_generate(sampler)
+        ids = torch.zeros(batch, N, dtype=torch.long, device=self.device)
+        return Decode(self.transformer, prefix, self.positions[: self.prefix_len + N], self._mask(), N, self._token_step, self._sampled,
+                      batch, cond_at=lambda start, n: self._adaln(pooled, start, n),
+                      inputs=self._slot_inputs, state={"ids": ids})
+
+    def _token_step(self, d: Decode, n: int, h: torch.Tensor) -> torch.Tensor | None:
+        ids = d.state["ids"]
+        ids[:, n] = self._next_ids(d.guide(self.head(h[:, -1]).float()), ids[:, :n], d.sampler, d.rng)
+        return self.tok_embed(ids[:, n : n + 1]) if n + 1 < d.steps else None
+
+    def _sampled(self, d: Decode, n: int) -> Tokens:
+        ids = d.state["ids"]
+        return self._partial(ids, n) if n < self.layout.num_tokens else Tokens(self.layout, ids=ids)
 
     def num_to_generate(self, sampler: SamplerConfig) -> int:
         """Tokens to sample: all, or ``sampler.token_budget`` of a truncatable 1D sequence (FlexTok)."""
@@ -217,10 +269,27 @@ def _register() -> None:
                     vocab_size=1000, layout={"type": "sequence", "length": 32}, token_dim=4)
     register_preset("raster-tiny-subobject", RasterGenerator, tags=("tiny",), transformer=dict(_TINY), **_RASTER, cond="text", text_vocab=shapes_text_vocab,
                     vocab_size=15361, layout={"type": "segments", "max_segments": 8, "end_id": 15360}, token_dim=5)
-    # LlamaGen reference sizes (class-conditional ImageNet, 16x16 tokens of a 16384-code VQ).
-    ref = dict(cond="class", num_classes=1000, vocab_size=16384, layout={"type": "grid", "h": 16, "w": 16}, image_size=256, token_dim=8, **_RASTER)
-    register_preset("llamagen-b", RasterGenerator, tags=("reference",), transformer=dict(dim=768, depth=12, heads=12), **ref)
-    register_preset("llamagen-l", RasterGenerator, tags=("reference",), transformer=dict(dim=1024, depth=24, heads=16), **ref)
+    # mmgen's own architecture at LlamaGen's reference sizes (class-conditional ImageNet, 16x16 tokens of a 16384-code VQ)
+    ref = dict(cond="class", num_classes=1000, vocab_size=16384, layout={"type": "grid", "h": 16, "w": 16}, image_size=256, token_dim=8)
+    register_preset("llamagen-mmgen-b", RasterGenerator, tags=("reference",), transformer=dict(dim=768, depth=12, heads=12), **ref, **_RASTER)
+    register_preset("llamagen-mmgen-l", RasterGenerator, tags=("reference",), transformer=dict(dim=1024, depth=24, heads=16), **ref, **_RASTER)
+    # the published LlamaGen c2i GPTs (gpt.py GPT_models), 256 px (16x16 tokens) and 384 px (24x24)
+    for size, (depth, heads, dim) in LLAMAGEN_SIZES.items():
+        for px in (256, 384):
+            g = px // 16
+            register_preset(f"llamagen-{size}" + ("-384" if px == 384 else ""), RasterGenerator, tags=("reference", "official"),
+                            transformer=llamagen_official_transformer(dim, depth, heads), **LLAMAGEN_OFFICIAL,
+                            **(ref | dict(layout={"type": "grid", "h": g, "w": g}, image_size=px)))
 
+
+LLAMAGEN_SIZES = {"b": (12, 12, 768), "l": (24, 16, 1024), "xl": (36, 20, 1280), "xxl": (48, 24, 1536), "3b": (24, 32, 3200)}  # (n_layer, n_head, dim)
+LLAMAGEN_OFFICIAL = dict(token_dropout=0.1, cond_dropout=0.1)
+
+
+def llamagen_official_transformer(dim: int, depth: int, heads: int, hidden: int = 0, norm_eps: float = 1e-5, rope_base: float = 10000.0,
+                                  dropout: float = 0.1, drop_path: float = 0.0) -> dict:
+    """LlamaGen's block (``autoregressive/models/gpt.py``): RMSNorm, SwiGLU (hidden a multiple of 256), 2D RoPE, no biases."""
+    return dict(dim=dim, depth=depth, heads=heads, mlp_ratio=4.0, mlp_multiple_of=256, mlp_hidden=hidden or swiglu_hidden(dim, 4.0, 256), norm="rmsnorm", norm_eps=norm_eps,
+                qk_norm=False, rope="llamagen-2d", rope_theta=rope_base, dropout=dropout, drop_path=drop_path)
 
 _register()

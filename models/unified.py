@@ -26,12 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmgen.models.base import Callback, Condition, Generator, GeneratorConfig
+from mmgen.models.base import Condition, Generator, GeneratorConfig
+from mmgen.models.decoding import Decode, decode, run_in_groups
 from mmgen.models.nbp import check_clip_length
 from mmgen.nn.masks import Causal
 from mmgen.nn.transformer import Transformer
 from mmgen.registry import register_preset
-from mmgen.sampling import SamplerConfig, cfg_scale_at, guide, sample_logits
+from mmgen.sampling import CATEGORICAL_FIELDS, DECODING_FIELDS, GUIDANCE_FIELDS, SamplerConfig, sample_logits
 from mmgen.text import GrammarConstraint, shapes_caption_grammar, shapes_text_vocab
 from mmgen.tokens import FramesLayout, Tokens
 
@@ -62,6 +63,8 @@ class TaskBatch:
 
 class UnifiedGenerator(Generator):
     config_class = UnifiedConfig
+    sampler_fields = DECODING_FIELDS + GUIDANCE_FIELDS + CATEGORICAL_FIELDS
+    embeds_condition = False  # text ids live in the one vocabulary below
 
     def __init__(self, config: UnifiedConfig) -> None:
         super().__init__(config)
@@ -69,7 +72,6 @@ class UnifiedGenerator(Generator):
             raise ValueError(f"the unified model reads text in its own sequence: cond must be 'text', got {self.config.cond!r}")
         if not isinstance(self.layout, FramesLayout):
             raise ValueError(f"the unified model needs a frames layout (t, h, w) from a video tokenizer, got {self.layout}")
-        self.cond_embed.embed = None  # text ids live in the one vocabulary below
         self.text = self.cond_embed.text_tokenizer
         self.code_offset = self.text.vocab_size
         self.special_offset = self.code_offset + self.config.vocab_size
@@ -162,8 +164,7 @@ class UnifiedGenerator(Generator):
         x = self.embed(ids)
         if not cached:
             return self.transformer(x, pos, Causal())
-        cache = self.transformer.new_cache()
-        return torch.cat([self.transformer(x[:, i : i + 1], pos[i : i + 1], Causal(), cache=cache) for i in range(x.shape[1])], 1)
+        return run_in_groups(self.transformer, x, pos, Causal(), [1] * x.shape[1])
 
     def logits(self, tokens: TaskBatch | Tokens, cond: Condition, cached: bool = False) -> torch.Tensor:
         """Teacher-forced next-token logits of every group, flattened and concatenated ``(sum B*(S-1), V)``.
@@ -197,45 +198,41 @@ class UnifiedGenerator(Generator):
         """Sampled codes = forward passes (forced special tokens ride along with the next pass)."""
         return (self.layout.t if latent_frames is None else latent_frames) * self.layout.frame_tokens
 
-    @torch.no_grad()
-    def generate(self, cond: Condition, sampler: SamplerConfig | None = None, callback: Callback | None = None,
-                 negative: Condition | None = None, latent_frames: int | None = None, task: str | None = None) -> Tokens:
-        """Caption -> video (``t2v``, default) or image (``t2i``, the default for one latent frame)."""
-        sampler = (sampler or SamplerConfig()).validate()
-        k = self.layout.t if latent_frames is None else latent_frames
-        if not 1 <= k <= self.layout.t:
-            raise ValueError(f"this model generates 1..{self.layout.t} latent frames; got {k}")
+    def decode_schedule(self, full: Condition, batch: int, sampler: SamplerConfig, latent_frames: int, task: str | None = None) -> Decode:
+        """Caption -> video (``t2v``, default) or image (``t2i``, the default for one latent frame).
+
+        One code per step; the special tokens the layout puts after a code (EOL, EOF, ...) are
+        forced: they ride along with the next pass, so a step is one sampled code.
+        """
+        k = latent_frames
         task = task or ("t2i" if k == 1 else "t2v")
         if task not in ("t2i", "t2v") or (task == "t2i" and k != 1):
             raise ValueError(f"generate makes images (t2i, 1 latent frame) or videos (t2v); got task={task!r}, {k} latent frames")
-        B, N, lay = cond.batch_size, k * self.layout.frame_tokens, self.layout.with_frames(k)
-        full = self.cfg_batch(cond.to(self.device), sampler, negative)
-        codes = torch.zeros(full.batch_size, N, dtype=torch.long, device=self.device)
-        ids, pos = self.build(task, codes, full.text)
+        N = k * self.layout.frame_tokens
+        ids, pos = self.build(task, torch.zeros(full.batch_size, N, dtype=torch.long, device=self.device), full.text)
         slots = (self.template(task, k)[0] == CODE).nonzero().flatten().tolist()
-        rng = sampler.generator(self.device)
-        cache = self.transformer.new_cache(ids.shape[1], sampler.static_cache) if sampler.use_cache else None
-        lo, start = self.code_offset, 0
-        for n, slot in enumerate(slots):
-            a = start if cache is not None else 0
-            h = self.transformer(self.embed(ids[:, a:slot]), pos[a:slot], Causal(), cache=cache)
-            logits = self.head(h[:, -1])[:, lo : lo + self.config.vocab_size].float()  # only codes inside a span
-            if sampler.guided:
-                logits = guide(logits, cfg_scale_at(sampler, n / max(N - 1, 1)))
-            code = sample_logits(logits, sampler, rng).repeat(full.batch_size // B)
-            codes[:, n], ids[:, slot], start = code, code + lo, slot
-            if callback is not None:
-                callback(n + 1, N, Tokens(lay, ids=codes[:B].clone()))
-        return Tokens(lay, ids=codes[:B])
+        state = {"ids": ids, "slots": slots, "codes": torch.zeros(batch, N, dtype=torch.long, device=self.device), "layout": self.layout.with_frames(k)}
+        return Decode(self.transformer, self.embed(ids[:, : slots[0]]), pos, Causal(), N, self._code_step, self._sampled, batch, state=state)
+
+    def _code_step(self, d: Decode, n: int, h: torch.Tensor) -> torch.Tensor | None:
+        lo, ids, slots = self.code_offset, d.state["ids"], d.state["slots"]
+        logits = self.head(h[:, -1])[:, lo : lo + self.config.vocab_size].float()  # only codes inside a span
+        code = sample_logits(d.guide(logits), d.sampler, d.rng)
+        d.state["codes"][:, n] = code
+        ids[:, slots[n]] = d.double(code + lo)
+        return None if n + 1 == d.steps else self.embed(ids[: d.batch, slots[n] : slots[n + 1]])
+
+    def _sampled(self, d: Decode, n: int) -> Tokens:
+        return Tokens(d.state["layout"], ids=d.state["codes"].clone())
 
     @torch.no_grad()
     def caption(self, images: Tokens, sampler: SamplerConfig | None = None, constraint: GrammarConstraint | None | bool = True) -> list[str]:
-        """Image tokens (one latent frame) -> captions; greedy by default.
+        """Image tokens (one latent frame) -> captions; greedy by default (the same decode loop, one text token per step).
 
         Args:
             constraint: a :class:`GrammarConstraint`; ``True`` = the ``shapes`` caption grammar; ``False``/None = any text.
         """
-        sampler = (sampler or SamplerConfig(top_k=1)).validate()
+        sampler = self.check_sampler(sampler or SamplerConfig(top_k=1), DECODING_FIELDS + CATEGORICAL_FIELDS)
         if images.ids is None or images.layout != self.layout.with_frames(1):
             raise ValueError(f"caption needs the tokens of one image ({self.layout.with_frames(1)}), got {images.layout}")
         if constraint is True:
@@ -247,33 +244,38 @@ class UnifiedGenerator(Generator):
         text[:, 0] = tt.sot
         ids, pos = self.build("i2t", images.ids.to(self.device), text)
         s0 = ids.shape[1] - C  # the sot slot
-        states = [constraint.start() if constraint else None for _ in range(B)]
-        ended = torch.zeros(B, dtype=torch.bool, device=self.device)
-        rng, cache, start = sampler.generator(self.device), self.transformer.new_cache(max_len=ids.shape[1]), 0
-        for j in range(1, C):
-            h = self.transformer(self.embed(ids[:, start : s0 + j]), pos[start : s0 + j], Causal(), cache=cache)
-            start = s0 + j
-            logits = self.head(h[:, -1])[:, : tt.vocab_size].float()  # only text after the image
-            allow = torch.zeros_like(logits, dtype=torch.bool)
-            for b, st in enumerate(states):
-                if st is None:
-                    allow[b, tt.sot + 1 :] = True
-                    allow[b, tt.pad] = False
-                elif st[0] != "end":
-                    allow[b, constraint.allowed(st)] = True
-            allow[ended] = True  # finished rows: whatever, replaced by pad below
-            nxt = sample_logits(logits.masked_fill(~allow, float("-inf")), sampler, rng)
-            nxt = torch.where(ended, torch.full_like(nxt, tt.pad), nxt)
-            if j == C - 1:
-                nxt = torch.where(ended, nxt, torch.full_like(nxt, tt.eot))  # context full: close the caption
-            for b in range(B):
-                if not ended[b] and states[b] is not None and j < C - 1:
-                    states[b] = constraint.step(states[b], int(nxt[b]))
-            ended |= nxt == tt.eot
-            ids[:, s0 + j] = nxt
-            if bool(ended.all()):
-                break
-        return [tt.decode(row) for row in ids[:, s0:].tolist()]
+        state = {"ids": ids, "s0": s0, "constraint": constraint, "states": [constraint.start() if constraint else None for _ in range(B)],
+                 "ended": torch.zeros(B, dtype=torch.bool, device=self.device)}
+        d = Decode(self.transformer, self.embed(ids[:, : s0 + 1]), pos, Causal(), C - 1, self._text_step, self._captions, B, state=state)
+        return decode(d, sampler)
+
+    def _text_step(self, d: Decode, k: int, h: torch.Tensor) -> torch.Tensor | None:
+        """Text token ``j = k + 1`` of the caption: held to the grammar per row; padding after the end."""
+        tt, st = self.text, d.state
+        ids, s0, constraint, states, ended = st["ids"], st["s0"], st["constraint"], st["states"], st["ended"]
+        j, C = k + 1, self.config.text_context
+        logits = self.head(h[:, -1])[:, : tt.vocab_size].float()  # only text after the image
+        allow = torch.zeros_like(logits, dtype=torch.bool)
+        for b, state in enumerate(states):
+            if state is None:
+                allow[b, tt.sot + 1 :] = True
+                allow[b, tt.pad] = False
+            elif state[0] != "end":
+                allow[b, constraint.allowed(state)] = True
+        allow[ended] = True  # finished rows: whatever, replaced by pad below
+        nxt = sample_logits(logits.masked_fill(~allow, float("-inf")), d.sampler, d.rng)
+        nxt = torch.where(ended, torch.full_like(nxt, tt.pad), nxt)
+        if j == C - 1:
+            nxt = torch.where(ended, nxt, torch.full_like(nxt, tt.eot))  # context full: close the caption
+        for b in range(len(states)):
+            if not ended[b] and states[b] is not None and j < C - 1:
+                states[b] = constraint.step(states[b], int(nxt[b]))
+        ended |= nxt == tt.eot
+        ids[:, s0 + j] = nxt
+        return None if bool(ended.all()) or j == C - 1 else self.embed(ids[:, s0 + j : s0 + j + 1])
+
+    def _captions(self, d: Decode, k: int) -> list[str]:
+        return [self.text.decode(row) for row in d.state["ids"][:, d.state["s0"] :].tolist()]
 
 
 def _register() -> None:

@@ -31,12 +31,13 @@ import torch
 from einops import repeat
 from torch import nn
 
-from mmgen.models.base import Callback, Condition, Generator, GeneratorConfig
+from mmgen.models.base import Condition, Generator, GeneratorConfig
+from mmgen.models.decoding import Decode, run_in_groups
 from mmgen.models.entities import EntitySchedule, parse_entities
-from mmgen.models.flow_head import FlowHead, TimestepEmbedder, interpolate, solve_flow
+from mmgen.nn.flow import FlowHead, TimestepEmbedder, interpolate, solve_flow
 from mmgen.nn.transformer import Transformer
 from mmgen.registry import register_preset
-from mmgen.sampling import SamplerConfig, cfg_scale_at, guide
+from mmgen.sampling import DECODING_FIELDS, FLOW_FIELDS, GUIDANCE_FIELDS, SamplerConfig
 from mmgen.text import shapes_text_vocab
 from mmgen.tokens import Tokens
 
@@ -59,32 +60,29 @@ class XARConfig(GeneratorConfig):
 
 class XARGenerator(Generator):
     config_class = XARConfig
+    sampler_fields = DECODING_FIELDS + GUIDANCE_FIELDS + FLOW_FIELDS
 
     def __init__(self, config: XARConfig) -> None:
         super().__init__(config)
-        cfg, tcfg = self.config, self.config.transformer
-        if cfg.vocab_size:
-            raise ValueError(f"xAR models continuous latents (vocab_size=0); got vocab_size={cfg.vocab_size}: bind a continuous tokenizer such as kl-tiny")
-        if cfg.token_dim < 1:
-            raise ValueError(f"token_dim (latent channels) must be >= 1, got {cfg.token_dim}")
-        if tcfg.adaln_dim not in (0, tcfg.dim):
-            raise ValueError(f"xAR's AdaLN condition has the model width {tcfg.dim}; got adaln_dim={tcfg.adaln_dim}")
-        tcfg.adaln_dim = tcfg.dim
-        self.schedule: EntitySchedule = parse_entities(cfg.entities, self.layout)
-        dim, M = tcfg.dim, self.schedule.num_slots
-        self.in_proj = nn.Linear(cfg.token_dim, dim)
+        config, tconfig = self.config, self.config.transformer
+        if config.vocab_size:
+            raise ValueError(f"xAR models continuous latents (vocab_size=0); got vocab_size={config.vocab_size}: bind a continuous tokenizer such as kl-tiny")
+        if config.token_dim < 1:
+            raise ValueError(f"token_dim (latent channels) must be >= 1, got {config.token_dim}")
+        if tconfig.adaln_dim not in (0, tconfig.dim):
+            raise ValueError(f"xAR's AdaLN condition has the model width {tconfig.dim}; got adaln_dim={tconfig.adaln_dim}")
+        tconfig.adaln_dim = tconfig.dim  # on the generator's own copy of the config (the base copies it)
+        self.schedule: EntitySchedule = parse_entities(config.entities, self.layout)
+        dim, M = tconfig.dim, self.schedule.num_slots
+        self.in_proj = nn.Linear(config.token_dim, dim)
         self.slot_embed = nn.Parameter(torch.randn(M, dim) * 0.02)  # absolute slot (the reference's learned pos-embed)
         self.time_embed = TimestepEmbedder(dim)
-        self.transformer = Transformer(tcfg)
-        self.head = FlowHead(dim, cfg.token_dim, cfg.head_depth, cfg.head_width)
+        self.transformer = Transformer(tconfig)
+        self.head = FlowHead(dim, config.token_dim, config.head_depth, config.head_width)
         nn.init.zeros_(self.head.out.weight)
         nn.init.zeros_(self.head.out.bias)
         self.register_buffer("positions", self.schedule.positions(self.prefix_len), persistent=False)
         self.register_buffer("slot_entity", self.schedule.entity_index(), persistent=False)
-
-    @property
-    def prefix_len(self) -> int:
-        return self.cond_embed.prefix_len
 
     @property
     def num_entities(self) -> int:
@@ -156,16 +154,11 @@ class XARGenerator(Generator):
         if not cached:
             h = self.transformer(x, self.positions, mask, cond=pooled)[:, P:]
         else:
-            cache, offs, parts = self.transformer.new_cache(), self.schedule.offsets(), []
-            self.transformer(x[:, :P], self.positions[:P], mask, cache=cache, cond=pooled)
-            for a, b in zip(offs[:-1], offs[1:]):
-                parts.append(self.transformer(x[:, P + a : P + b], self.positions[P + a : P + b], mask, cache=cache, cond=pooled))
-            h = torch.cat(parts, dim=1)
+            h = run_in_groups(self.transformer, x, self.positions, mask, (P, *self.schedule.sizes), cond=pooled)[:, P:]
         return self.head(h, t_emb), v, weight
 
     def forward(self, tokens: Tokens, cond: Condition) -> tuple[torch.Tensor, dict]:
-        if self.training:
-            cond = self.cond_embed.drop(cond, self.config.cond_dropout)
+        cond = self.training_condition(cond)
         pred, v, weight = self.velocity(tokens, cond)
         err = (pred.float() - v).square().mean(-1)
         loss = (err * weight).sum() / weight.sum()
@@ -178,48 +171,31 @@ class XARGenerator(Generator):
         return loss, logs
 
     # ----- sampling
-    @torch.no_grad()
-    def generate(self, cond: Condition, sampler: SamplerConfig | None = None, callback: Callback | None = None, negative: Condition | None = None) -> Tokens:
-        sampler = (sampler or SamplerConfig()).validate()
-        sched, P, C = self.schedule, self.prefix_len, self.config.token_dim
-        B, K, offs = cond.batch_size, self.num_entities, self.schedule.offsets()
-        rng = sampler.generator(self.device)
-        full = self.cfg_batch(cond.to(self.device), sampler, negative)
-        reps = full.batch_size // B
+    def decode_schedule(self, full: Condition, batch: int, sampler: SamplerConfig) -> Decode:
+        """One entity per step: the prefix first, then each clean (``t = 0``) entity as context."""
         prefix, pooled = self.cond_embed(full)
-        mask = sched.mask(P)
-        dup = lambda e: repeat(e, "b n d -> (r b) n d", r=reps)  # noqa: E731  (the CFG batch)
-        seq = torch.zeros(B, sched.num_slots, C, device=self.device)  # clean entities generated so far
-        cache = self.transformer.new_cache(P + sched.num_slots, sampler.static_cache) if sampler.use_cache else None
-        if cache is not None:
-            self.transformer(prefix, self.positions[:P], mask, cache=cache, cond=pooled)
-        for k in range(K):
-            a, b = offs[k], offs[k + 1]
-            ctx = None
-            if cache is not None and k > 0:  # append the clean previous entity (t = 0) to the cache
-                prev = self._embed(seq[:, offs[k - 1] : a], self.time_embed(seq.new_zeros(B, a - offs[k - 1])), offs[k - 1])
-                self.transformer(dup(prev), self.positions[P + offs[k - 1] : P + a], mask, cache=cache, cond=pooled)
-            elif cache is None:  # reference path: recompute prefix + clean context at every step
-                ctx = torch.cat([prefix, dup(self._embed(seq[:, :a], self.time_embed(seq.new_zeros(B, a)), 0))], 1)
-            scale = cfg_scale_at(sampler, k / max(K - 1, 1))
+        seq = torch.zeros(batch, self.schedule.num_slots, self.config.token_dim, device=self.device)  # clean entities so far
+        return Decode(self.transformer, prefix, self.positions, self.schedule.mask(self.prefix_len), self.num_entities, self._entity_step,
+                      self._sampled, batch, cond=self.adaln_cond(pooled), needs_hidden=False, state={"seq": seq})
 
-            def velocity(x: torch.Tensor, t: torch.Tensor, a: int = a, b: int = b, ctx=ctx, scale: float = scale) -> torch.Tensor:
-                t_emb = self.time_embed(repeat(t, "b -> b n", n=b - a))
-                inp = dup(self._embed(x, t_emb, a))
-                if cache is None:
-                    h = self.transformer(torch.cat([ctx, inp], 1), self.positions[: P + b], mask, cond=pooled)[:, -(b - a) :]
-                else:
-                    length = cache.length
-                    h = self.transformer(inp, self.positions[P + a : P + b], mask, cache=cache, cond=pooled)
-                    cache.truncate(length)
-                out = self.head(h, dup(t_emb)).float()
-                return guide(out, scale) if sampler.guided else out
+    def _entity_step(self, d: Decode, k: int, h: None) -> torch.Tensor | None:
+        """Solve the flow ODE/SDE of entity ``k``: ``flow_steps`` passes over it on top of the context (``d.peek``)."""
+        offs, seq = self.schedule.offsets(), d.state["seq"]
+        a, b = offs[k], offs[k + 1]
 
-            noise = torch.randn(B, b - a, C, generator=rng, device=self.device)
-            seq[:, a:b] = solve_flow(velocity, noise, sampler.flow_steps, sampler.flow_solver, rng)
-            if callback is not None:
-                callback(k + 1, K, Tokens(self.layout, latents=sched.merge(seq, k + 1)))
-        return Tokens(self.layout, latents=sched.merge(seq))
+        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            t_emb = self.time_embed(repeat(t, "b -> b n", n=b - a))
+            out = self.head(d.peek(d.double(self._embed(x, t_emb, a))), d.double(t_emb)).float()
+            return d.guide(out)
+
+        noise = torch.randn(d.batch, b - a, self.config.token_dim, generator=d.rng, device=self.device)
+        seq[:, a:b] = solve_flow(velocity, noise, d.sampler.flow_steps, d.sampler.flow_solver, d.rng)
+        if k + 1 == d.steps:
+            return None
+        return self._embed(seq[:, a:b], self.time_embed(seq.new_zeros(d.batch, b - a)), a)
+
+    def _sampled(self, d: Decode, k: int) -> Tokens:
+        return Tokens(self.layout, latents=self.schedule.merge(d.state["seq"], k))
 
 
 def _register() -> None:

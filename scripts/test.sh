@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite: set up (pytest, hypothesis and playwright come with the [test] extra), make
+# The whole test suite: set up (pytest, hypothesis, playwright and ruff come with the [test] extra), lint, make
 # sure the browser test has a Chromium, then pytest. Chromium is Debian's package, installed here when
 # running as root with apt; never Playwright's own browser download. Without it the browser test skips.
 set -euo pipefail
@@ -15,4 +15,5 @@ if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/
         echo "no chromium and no root apt: the browser test will be skipped (apt-get install chromium to run it)"
     fi
 fi
+.venv/bin/ruff check .  # the linter first: a lint error fails the run before the (long) tests
 exec .venv/bin/python -m pytest tests "$@"

@@ -20,3 +20,25 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def shipped():
+    """``shipped(name) -> (pipeline, recommended sampler settings dict)`` of ``checkpoints/name``, loaded once; skips if absent."""
+    import json
+    from pathlib import Path
+
+    import mmgen
+
+    root, loaded = Path(__file__).resolve().parent.parent / "checkpoints", {}
+
+    def load(name):
+        path = root / name
+        if not (path / "config.json").is_file():
+            pytest.skip(f"no shipped checkpoint {name}")
+        if name not in loaded:
+            rec = path / "sampler.json"
+            loaded[name] = mmgen.load(path), json.loads(rec.read_text()) if rec.is_file() else {}
+        return loaded[name]
+
+    return load

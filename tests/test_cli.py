@@ -75,7 +75,8 @@ def test_sample_cli_prompt_errors(text_ckpt, class_ckpt, tmp_path, capsys):
 
 def test_train_cli_tokenizer_then_generator_then_sample(tmp_path):
     tok_out, gen_out = tmp_path / "tok", tmp_path / "gen"
-    assert main(["train", "tokenizer", "--recipe", "train/recipes/shapes_vq.yaml", "--out", str(tok_out), "train.steps=3", "train.batch_size=4", "train.log_every=1", "train.ckpt_every=3", "train.progress=false"]) == 0
+    assert main(["train", "tokenizer", "--recipe", "train/recipes/shapes_vq.yaml", "--out", str(tok_out),
+                 "train.steps=3", "train.batch_size=4", "train.log_every=1", "train.ckpt_every=3", "train.progress=false"]) == 0
     assert (tok_out / "model" / "model.safetensors").is_file()
     assert main(["train", "generator", "--recipe", "train/recipes/shapes_raster.yaml", "--out", str(gen_out), f"tokenizer={tok_out / 'model'}",
                  "train.steps=2", "train.batch_size=4", "train.log_every=1", "train.ckpt_every=2", "train.progress=false",

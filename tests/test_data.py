@@ -12,11 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mmgen.data import (
-    COLORS, POSITIONS, SHAPES, SIZES, DigitsWorld, ImageFolderDataset, ShapeObject, ShapesWorld, ShardDataset,
-    build_dataset, caption, class_label, collate, pack, parse_caption, render_with_masks, sample_scene, vocabulary,
-)
-from mmgen.data.shapes import SIZE_FRACTION, compatible, place
+from mmgen.data import DigitsWorld, ImageFolderDataset, ShapesWorld, ShardDataset, build_dataset, collate, pack
+from mmgen.data.shapes import COLORS, POSITIONS, SHAPES, SIZE_FRACTION, SIZES, ShapeObject, caption, class_label, compatible, parse_caption, place, render_with_masks, sample_scene, vocabulary
 
 torch.set_num_threads(1)
 ALL_OBJECTS = [ShapeObject(c, s, z, p) for c in COLORS for s in SHAPES for z in SIZES for p in POSITIONS]
@@ -185,7 +182,7 @@ def test_image_folder_late_corruption_and_empty_folder(tmp_path):
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory):
     out = tmp_path_factory.mktemp("shards")
-    shards = pack("shapes", out, num_samples=25, samples_per_shard=10, size=16, seed=5, progress=False)
+    shards = pack(build_dataset("shapes", size=16, seed=5), out, num_samples=25, samples_per_shard=10, progress=False)
     return out, shards
 
 
@@ -201,9 +198,9 @@ def test_pack_then_stream_round_trip(packed):
     up = next(iter(build_dataset(f"shards:{out}/shard-{{000000..000001}}.tar", size=32)))
     assert up["pixels"].shape == (3, 32, 32)
     with pytest.raises(ValueError, match="infinite world: pass num_samples"):
-        pack("shapes", out / "x", progress=False)
+        pack(build_dataset("shapes"), out / "x", progress=False)
     with pytest.raises(FileExistsError, match="overwrite"):
-        pack("shapes", out, num_samples=2, progress=False)
+        pack(build_dataset("shapes"), out, num_samples=2, progress=False)
 
 
 def test_stream_skip_ranks_and_workers(packed):
@@ -263,7 +260,7 @@ def test_empty_shard_sets_are_errors(tmp_path):
         ShardDataset(tmp_path)
     with tarfile.open(tmp_path / "empty.tar", "w"):
         pass
-    with pytest.raises(RuntimeError, match="yielded no samples"):
+    with pytest.raises(ValueError, match="no readable samples"):
         list(ShardDataset(tmp_path / "empty.tar"))
     with pytest.raises(FileNotFoundError, match="missing"):
         ShardDataset(str(tmp_path / "s-{0..2}.tar"))
@@ -273,7 +270,7 @@ def test_pack_a_folder_and_digits(tmp_path):
     for k in range(3):
         _png(tmp_path / "imgs" / f"{k}.png", (80 * k, 0, 0))
         (tmp_path / "imgs" / f"{k}.txt").write_text(f"red level {k}")
-    pack(str(tmp_path / "imgs"), tmp_path / "out", size=8, progress=False)
+    pack(build_dataset(str(tmp_path / "imgs"), size=8), tmp_path / "out", progress=False)
     items = list(ShardDataset(tmp_path / "out", size=8))
     assert [it["caption"] for it in items] == ["red level 0", "red level 1", "red level 2"] and "label" not in items[0]
     pack(DigitsWorld(size=8, split="test"), tmp_path / "dig", num_samples=6, progress=False)
@@ -313,3 +310,43 @@ def test_shapes_two_fraction_sets_the_share_of_two_object_scenes():
         ShapesWorld(objects="1", two_fraction=0.5)
     with pytest.raises(ValueError, match="two_fraction"):
         ShapesWorld(two_fraction=1.5)
+
+
+# ---------------------------------------------------------------- layering
+def _imports(path: Path) -> set[str]:
+    """Every module a source file imports, function-level imports included."""
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.update([node.module] + [f"{node.module}.{a.name}" for a in node.names])
+    return found
+
+
+@pytest.mark.parametrize("module, forbidden", [
+    ("mmgen/data/shards.py", "mmgen.data.build"),  # build -> shards only
+    ("mmgen/data/video.py", "mmgen.data.build"),  # build registers the video kinds itself (build -> video only)
+    ("mmgen/registry.py", "mmgen.models"),  # models register into the registry, never the reverse
+    ("mmgen/registry.py", "mmgen.tokenizers_vis"),
+])
+def test_no_import_cycles(module, forbidden):
+    root = Path(__file__).resolve().parent.parent
+    imported = _imports(root / module)
+    assert not any(m == forbidden or m.startswith(forbidden + ".") for m in imported), sorted(imported)
+
+
+def test_text_tokenizer_knows_no_data_world():
+    import subprocess
+    import sys
+
+    code = "import sys, mmgen.text, mmgen.registry; print(sorted(m for m in sys.modules if m.startswith(('mmgen.data', 'mmgen.models', 'mmgen.tokenizers_vis'))))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
+    from mmgen.data.shapes_text import shapes_caption_grammar, shapes_text_vocab
+    from mmgen.text import shapes_caption_grammar as old_grammar
+    from mmgen.text import shapes_text_vocab as old_vocab
+
+    assert old_vocab is shapes_text_vocab and old_grammar is shapes_caption_grammar  # the presets' import path still works

@@ -139,6 +139,9 @@ def test_kv_cache_equals_full_forward(adaln, mask, groups):
         assert torch.allclose(torch.cat(outs, 1), full, atol=1e-5)
         assert cache.length == n
         assert cache[0].k.shape[2] == (max_len if static else n)  # static: the full buffer on every step
+    off_by_one = pos.clone()
+    off_by_one[-groups[-1]:] += 1  # the newest group one slot late, as an off-by-one cache position would put it
+    assert (m(x, off_by_one, mask, cond=c) - full).abs().max() > 100 * 1e-5  # the tolerance above would catch it
 
 
 @pytest.mark.filterwarnings("ignore:Dynamo detected a call to a `functools.lru_cache`")  # masks are pure functions

@@ -17,6 +17,7 @@ from mmgen.modeling import ConfigModule
 from mmgen.tokens import Layout, Tokens
 
 from .losses import TokenizerCriterion
+from .maskgit_backbone import MaskGITDecoder, MaskGITEncoder
 
 __all__ = ["ImageTokenizer", "TokenizerConfig", "VisualTokenizer", "build_autoencoder"]
 
@@ -25,19 +26,21 @@ __all__ = ["ImageTokenizer", "TokenizerConfig", "VisualTokenizer", "build_autoen
 class TokenizerConfig:
     """Fields shared by the conv VQ tokenizers (defaults: LlamaGen's VQ-16 backbone).
 
-    The backbone is taming/LlamaGen's: ``layers_per_block`` res blocks per level (decoder: one
-    more), a 2x down/up-sample between levels, attention after every res block of the deepest
-    level (``level_attention``) and in the middle block (``mid_attention``).
+    The default backbone (``"ldm"``) is taming/LlamaGen/VAR's: ``layers_per_block`` res blocks per
+    level (decoder: one more), a 2x down/up-sample between levels, attention after every res block
+    of the deepest level (``level_attention``) and in the middle block (``mid_attention``).
+    ``"maskgit"`` is MaskGIT's VQGAN (RAR's tokenizer; see ``maskgit_backbone.py``).
     """
 
     image_size: int = 256
+    backbone: Literal["ldm", "maskgit"] = "ldm"
     block_out_channels: tuple[int, ...] = (128, 128, 256, 256, 512)
     layers_per_block: int = 2
     norm_num_groups: int = 32
     level_attention: bool = True
     mid_attention: bool = True
     z_channels: int = 256  # encoder output / decoder input width, before quant_conv
-    quant_conv_ks: int = 1  # kernel of quant_conv / post_quant_conv (LlamaGen 1, VAR 3)
+    quant_conv_ks: int = 1  # kernel of quant_conv / post_quant_conv (LlamaGen 1, VAR 3; 0 = none, as MaskGIT)
     codebook_size: int = 16384
     codebook_dim: int = 8
     beta: float = 0.25  # commitment weight
@@ -64,16 +67,26 @@ def _check_config(cfg: TokenizerConfig) -> None:
     f = 2 ** (len(ch) - 1)
     if cfg.image_size <= 0 or cfg.image_size % f:
         raise ValueError(f"image_size={cfg.image_size} must be a positive multiple of the downsampling factor {f}")
-    if cfg.quant_conv_ks not in (1, 3):
-        raise ValueError(f"quant_conv_ks={cfg.quant_conv_ks}; allowed: 1, 3")
+    if cfg.quant_conv_ks not in (0, 1, 3):
+        raise ValueError(f"quant_conv_ks={cfg.quant_conv_ks}; allowed: 0 (none), 1, 3")
+    if cfg.quant_conv_ks == 0 and cfg.z_channels != cfg.codebook_dim:
+        raise ValueError(f"quant_conv_ks=0 (no quant_conv) needs z_channels == codebook_dim, got {cfg.z_channels} and {cfg.codebook_dim}")
+    if cfg.backbone not in ("ldm", "maskgit"):
+        raise ValueError(f"backbone={cfg.backbone!r}; allowed: 'ldm', 'maskgit'")
+    if cfg.backbone == "maskgit" and (cfg.level_attention or cfg.mid_attention):
+        raise ValueError("backbone='maskgit' has no attention: set level_attention=False and mid_attention=False")
     if cfg.codebook_size < 2 or cfg.codebook_dim < 1:
         raise ValueError(f"codebook_size={cfg.codebook_size} (>= 2) and codebook_dim={cfg.codebook_dim} (>= 1) are invalid")
     if cfg.dead_code_steps < 1:
         raise ValueError(f"dead_code_steps={cfg.dead_code_steps} must be >= 1")
 
 
-def build_autoencoder(cfg: TokenizerConfig) -> tuple[Encoder, Decoder]:
-    """diffusers' VAE Encoder/Decoder arranged as taming/LlamaGen/VAR's (same parameter count)."""
+def build_autoencoder(cfg: TokenizerConfig) -> tuple[nn.Module, nn.Module]:
+    """diffusers' VAE Encoder/Decoder arranged as taming/LlamaGen/VAR's (same parameter count), or MaskGIT's."""
+    if cfg.backbone == "maskgit":
+        ch = tuple(cfg.block_out_channels)
+        return (MaskGITEncoder(ch, cfg.layers_per_block, cfg.z_channels, cfg.norm_num_groups),
+                MaskGITDecoder(ch, cfg.layers_per_block, cfg.z_channels, cfg.norm_num_groups))
     n = len(cfg.block_out_channels)
     deep_down = "AttnDownEncoderBlock2D" if cfg.level_attention else "DownEncoderBlock2D"
     deep_up = "AttnUpDecoderBlock2D" if cfg.level_attention else "UpDecoderBlock2D"
@@ -134,9 +147,9 @@ class VisualTokenizer(ImageTokenizer):
         cfg = self.config
         _check_config(cfg)
         self.encoder, self.decoder = build_autoencoder(cfg)
-        pad = cfg.quant_conv_ks // 2
-        self.quant_conv = nn.Conv2d(cfg.z_channels, cfg.codebook_dim, cfg.quant_conv_ks, padding=pad)
-        self.post_quant_conv = nn.Conv2d(cfg.codebook_dim, cfg.z_channels, cfg.quant_conv_ks, padding=pad)
+        ks = cfg.quant_conv_ks
+        self.quant_conv = nn.Conv2d(cfg.z_channels, cfg.codebook_dim, ks, padding=ks // 2) if ks else nn.Identity()
+        self.post_quant_conv = nn.Conv2d(cfg.codebook_dim, cfg.z_channels, ks, padding=ks // 2) if ks else nn.Identity()
         self.criterion = TokenizerCriterion(cfg)
 
     # ----- properties a generator reads -----

@@ -65,6 +65,8 @@ class KLTokenizer(VisualTokenizer):
             raise ValueError(f"kl_weight must be >= 0, got {cfg.kl_weight}")
         if not 0.0 <= cfg.stats_momentum < 1.0:
             raise ValueError(f"stats_momentum must be in [0, 1), got {cfg.stats_momentum}")
+        if cfg.quant_conv_ks == 0:
+            raise ValueError("quant_conv_ks=0 is not allowed for KL: quant_conv maps z_channels to the 2 x latent_channels moments")
         pad = cfg.quant_conv_ks // 2
         self.quant_conv = nn.Conv2d(cfg.z_channels, 2 * cfg.latent_channels, cfg.quant_conv_ks, padding=pad)
         self.post_quant_conv = nn.Conv2d(cfg.latent_channels, cfg.z_channels, cfg.quant_conv_ks, padding=pad)

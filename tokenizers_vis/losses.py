@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from mmgen.metrics import psnr as per_image_psnr
+
 __all__ = ["psnr", "PatchDiscriminator", "LPIPS", "TokenizerCriterion", "hinge_d_loss"]
 
 # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 of torchvision's vgg16().features
@@ -24,9 +26,8 @@ _VGG_WIDTHS = (64, 128, 256, 512, 512)
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean per-image PSNR (dB) of images in ``[-1, 1]`` (peak-to-peak range 2)."""
-    mse = (x.float() - y.float()).square().flatten(1).mean(1)
-    return (10.0 * torch.log10(4.0 / mse.clamp_min(1e-10))).mean()
+    """Mean per-image PSNR (dB) of images in ``[-1, 1]``, for training logs (the formula: :func:`mmgen.metrics.psnr`)."""
+    return per_image_psnr(x, y).mean().float()
 
 
 def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -72,10 +73,12 @@ class MultiScaleQuantizer(nn.Module):
         k = num_phi if num_phi > 0 else len(scales)
         self.phis = nn.ModuleList(Phi(dim, quant_resi) if abs(quant_resi) > 1e-6 else nn.Identity() for _ in range(k))
         # VAR's tick rule: scale si sits at si/(K-1) in [0, 1] and uses the Phi with the nearest tick.
+        # Some scales sit exactly half-way between two ticks (10 scales: si = 2 and 7), so the ticks
+        # are numpy's float64 linspace, as VAR's: any other rounding picks the other Phi there.
         lo = 1 / 3 / k if k == 4 else 1 / 2 / k
-        ticks = [lo + i * (1 - 2 * lo) / max(k - 1, 1) for i in range(k)]
+        ticks = np.linspace(lo, 1 - lo, k)
         n = len(scales)
-        self.phi_of_scale = [min(range(k), key=lambda j: abs(ticks[j] - si / max(n - 1, 1))) for si in range(n)]
+        self.phi_of_scale = [int(np.argmin(np.abs(ticks - si / max(n - 1, 1)))) for si in range(n)]
         self.tracker = CodebookTracker(codebook_size, dead_after)
 
     @property

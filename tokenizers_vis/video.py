@@ -239,6 +239,8 @@ class CausalVideoVQTokenizer(_VideoMixin, VisualTokenizer):
         ConfigModule.__init__(self, config)  # not VisualTokenizer.__init__: no 2D autoencoder
         cfg = self.config
         _check_config(cfg)
+        if cfg.backbone != "ldm":
+            raise ValueError(f"backbone={cfg.backbone!r}: {type(self).__name__} has its own causal 3D backbone; leave backbone='ldm'")
         if cfg.temporal_factor < 1 or cfg.time_kernel < 1 or cfg.frames < 1:
             raise ValueError(f"temporal_factor, time_kernel and frames must be >= 1, got {cfg.temporal_factor}, {cfg.time_kernel}, {cfg.frames}")
         if not 0 <= cfg.time_down_level < len(cfg.block_out_channels):

@@ -231,7 +231,7 @@ class _StreamBatches(IterableDataset):
                 yield sample
             if empty:
                 hint = f" after skip({self.skip}): a finite stream with skip() must repeat itself" if epoch == 0 and self.skip else ""
-                raise RuntimeError(f"{type(self.dataset).__name__} yielded no samples in epoch {epoch}{hint}")
+                raise ValueError(f"{type(self.dataset).__name__} yielded no samples in epoch {epoch}{hint}")
             source, epoch = self.dataset, epoch + 1
 
     def __iter__(self) -> Iterator[Any]:
@@ -271,4 +271,24 @@ def batch_loader(dataset: Dataset, collate_fn: Callable | None, *, info: DistInf
         sampler = _RankBatches(n, seed, global_batch, grad_accum, offset, micro, start_step)
         loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
                             pin_memory=pin_memory, generator=gen)
-    return iter(loader)
+    return _worker_errors_in_one_line(iter(loader)) if num_workers > 0 else iter(loader)
+
+
+def _worker_errors_in_one_line(batches: Iterator[Any]) -> Iterator[Any]:
+    """A DataLoader worker's error arrives with the worker's whole traceback as its message: keep the error's own line.
+
+    (Say, a folder of garbage shards read by a worker: the user should see the dataset's one-line
+    message, as with ``num_workers=0``, not a multi-line text.)
+    """
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (ValueError, OSError) as e:
+            text = str(e)
+            if not (text.startswith("Caught ") and "DataLoader worker" in text):
+                raise
+            last = text.rstrip().splitlines()[-1]
+            raise type(e)(last.split(": ", 1)[-1]) from e
+        yield batch

@@ -16,6 +16,7 @@ import yaml
 from torch import nn
 
 from mmgen.config import fix_floats, from_dict, load_recipe, merge_dicts, parse_leaves, parse_overrides, to_dict
+from mmgen.fs import writing
 from mmgen.train import distributed as D
 from mmgen.train.state import latest_checkpoint
 from mmgen.train.trainer import TrainConfig, Trainer, seed_everything
@@ -170,10 +171,11 @@ def train(kind: str, recipe: str | Path | dict[str, Any] | Recipe, overrides: Se
     if resume and recipe_file.is_file():
         _check_resume(recipe_file, r)
     if D.env_info().is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = recipe_file.with_name(".recipe.yaml.tmp")
-        tmp.write_text(yaml.safe_dump(to_dict(r), sort_keys=False))
-        tmp.replace(recipe_file)
+        with writing(recipe_file, "the resolved recipe"):
+            out_dir.mkdir(parents=True, exist_ok=True)
+            tmp = recipe_file.with_name(".recipe.yaml.tmp")
+            tmp.write_text(yaml.safe_dump(to_dict(r), sort_keys=False))
+            tmp.replace(recipe_file)
 
     seed_everything(r.train.seed)  # same initial weights on every rank
     device = D.default_device()

@@ -16,6 +16,7 @@ import json
 import random
 import re
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from mmgen.fs import writing
 from mmgen.modeling import atomic_dir, write_json_atomic
+from mmgen.state_check import first_nonfinite
 
 __all__ = ["TrainingState", "save_checkpoint", "load_checkpoint", "latest_checkpoint", "list_checkpoints",
-           "rng_state", "set_rng_state", "step_dir_name"]
+           "load_latest_intact", "rng_state", "set_rng_state", "step_dir_name"]
 
 FORMAT_VERSION = 1
 LATEST = "latest"
@@ -142,8 +145,18 @@ def latest_checkpoint(root: str | Path) -> Path | None:
 
 
 def save_checkpoint(root: str | Path, state: TrainingState, keep_last: int = 2) -> Path:
-    """Write ``root/step_XXXXXXX`` atomically, move ``latest`` to it, keep the newest ``keep_last``."""
+    """Write ``root/step_XXXXXXX`` atomically, move ``latest`` to it, keep the newest ``keep_last``.
+
+    Raises:
+        OSError: naming the folder, when it cannot be written (disk full, read-only); the
+            previous checkpoints are left as they were.
+    """
     root = Path(root)
+    with writing(root / step_dir_name(state.step), "checkpoint"):
+        return _save_checkpoint(root, state, keep_last)
+
+
+def _save_checkpoint(root: Path, state: TrainingState, keep_last: int) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob(".step_*"):  # leftovers of a crash mid-write
         shutil.rmtree(stale, ignore_errors=True)
@@ -181,8 +194,11 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> TrainingStat
     state_file = path / STATE_JSON
     if not state_file.is_file():
         raise FileNotFoundError(f"{path} is not a training checkpoint: {STATE_JSON} is missing")
-    meta = json.loads(state_file.read_text())
-    if meta.get("format_version") != FORMAT_VERSION:
+    try:
+        meta = json.loads(state_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"checkpoint {path} is corrupt: {STATE_JSON} is unreadable ({e})") from e
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{state_file}: format_version={meta.get('format_version')!r}, expected {FORMAT_VERSION}")
     try:
         model = load_file(str(path / "model.safetensors"), device=map_location)
@@ -191,9 +207,41 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> TrainingStat
         flat_rng = load_file(str(path / "rng.safetensors"))
     except Exception as e:  # safetensors raises several error types for corrupt/missing files
         raise ValueError(f"checkpoint {path} is incomplete or corrupt: {e}") from e
+    bad = first_nonfinite(model) or (first_nonfinite(ema) if ema is not None else None)
+    if bad is not None:
+        raise ValueError(f"checkpoint {path} holds non-finite weights (NaN/inf), e.g. in tensor {bad!r}")
     rng: list[dict[str, torch.Tensor]] = [{} for _ in range(meta["num_ranks"])]
     for name, v in flat_rng.items():
         r, k = name.split(".", 1)
         rng[int(r.removeprefix("rank"))][k] = v
     return TrainingState(step=meta["step"], samples_seen=meta["samples_seen"], model=model, optimizer=opt,
                          rng=rng, ema=ema, ema_updates=meta["ema_updates"], meta=meta)
+
+
+def load_latest_intact(root: str | Path, map_location: str = "cpu") -> tuple[Path, TrainingState] | None:
+    """Load the newest checkpoint under ``root`` that reads back intact; None if there is none.
+
+    A corrupt newest checkpoint (a disk error, a truncated copy) must not end a run that has an
+    older good one: it is skipped with a warning naming both. All corrupt is an error.
+
+    Raises:
+        ValueError: checkpoints exist but none of them is intact.
+    """
+    root = Path(root)
+    newest = latest_checkpoint(root)
+    if newest is None:
+        return None
+    candidates = [newest] + [p for _, p in reversed(list_checkpoints(root)) if p != newest]
+    errors = []
+    for path in candidates:
+        try:
+            state = load_checkpoint(path, map_location)
+        except (ValueError, OSError) as e:
+            errors.append(f"{path.name}: {e}")
+            print(f"[mmgen] warning: skipping corrupt checkpoint {path}: {e}", file=sys.stderr)
+            continue
+        if path != newest:
+            print(f"[mmgen] warning: resuming from {path.name}, the newest intact checkpoint "
+                  f"(newer ones are corrupt: {[p.name for p in candidates[:candidates.index(path)]]})", file=sys.stderr)
+        return path, state
+    raise ValueError(f"no intact checkpoint under {root}: {'; '.join(errors)}")

@@ -24,13 +24,14 @@ from torch import nn
 from torch.utils.data import Dataset, IterableDataset
 
 from mmgen.config import from_dict, to_dict
+from mmgen.fs import writing
 from mmgen.modeling import ConfigModule
 from mmgen.nn.transformer import compile_blocks
 from mmgen.train import distributed as D
 from mmgen.train import fsdp as FS
 from mmgen.train.ema import EMA
 from mmgen.train.schedule import lr_at
-from mmgen.train.state import TrainingState, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from mmgen.train.state import TrainingState, latest_checkpoint, load_latest_intact, rng_state, save_checkpoint, set_rng_state
 
 __all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "default_export", "seed_everything"]
 
@@ -41,13 +42,18 @@ _RESUME_MUST_MATCH = ("batch_size", "grad_accum", "lr", "min_lr_ratio", "warmup_
                       "grad_clip", "ema_decay", "ema_warmup", "precision", "seed")
 
 
-class TrainingDiverged(RuntimeError):
-    """Loss or gradient norm became NaN/inf; raised before the bad update or any checkpoint of it."""
+class TrainingDiverged(RuntimeError, ValueError):
+    """Loss or gradient norm became NaN/inf; raised before the bad update or any checkpoint of it.
+
+    Also a ``ValueError`` (a bad setting: too high a learning rate, bad data), so the command line
+    prints it as one line instead of a traceback.
+    """
 
     def __init__(self, step: int, values: dict[str, float]) -> None:
         self.step, self.values = step, values
         bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
-        super().__init__(f"training diverged at step {step}: non-finite {bad} (all: {values})")
+        super().__init__(f"training diverged at step {step}: non-finite {bad} (all: {values}); no update or checkpoint was "
+                         "written from it: lower train.lr or train.grad_clip, lengthen train.warmup_steps, or check the data")
 
 
 @dataclass
@@ -232,15 +238,16 @@ class Trainer:
                                ema_updates=self.ema.num_updates if self.ema else 0,
                                meta={"config": to_dict(self.cfg), "world_size": self.dist.world_size})
             save_checkpoint(self.ckpt_dir, st, self.cfg.keep_last)
-            self._export(model_sd, ema_sd)
+            with writing(self.out_dir / "model", "the exported model"):
+                self._export(model_sd, ema_sd)
         D.barrier(self.dist)
 
     def _restore(self) -> dict[str, torch.Tensor] | None:
         """Load the latest checkpoint; returns this rank's RNG state (applied once data is set up)."""
-        path = latest_checkpoint(self.ckpt_dir)
-        if path is None:
+        found = load_latest_intact(self.ckpt_dir)
+        if found is None:
             return None
-        st = load_checkpoint(path)
+        path, st = found
         saved = from_dict(TrainConfig, st.meta["config"])
         diff = {k: (getattr(saved, k), getattr(self.cfg, k)) for k in _RESUME_MUST_MATCH
                 if getattr(saved, k) != getattr(self.cfg, k)}
@@ -271,18 +278,23 @@ class Trainer:
         self.writer = None
         if not self.is_main:
             return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        kept = []
-        if self.step > 0 and self.metrics_path.is_file():  # drop lines a killed run wrote past its checkpoint
-            kept = [l for l in self.metrics_path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= self.step]
-        self.metrics_path.write_text("".join(l + "\n" for l in kept))
+        with writing(self.metrics_path, "training logs"):
+            self._start_metrics()
         if self.cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(self.out_dir / "tb"), purge_step=self.step + 1 if self.step else None)
+            with writing(self.out_dir / "tb", "tensorboard logs"):
+                self.writer = SummaryWriter(str(self.out_dir / "tb"), purge_step=self.step + 1 if self.step else None)
+
+    def _start_metrics(self) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if self.step > 0 and self.metrics_path.is_file():  # drop lines a killed run wrote past its checkpoint
+            kept = [line for line in self.metrics_path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= self.step]
+        self.metrics_path.write_text("".join(line + "\n" for line in kept))
 
     def _log(self, row: dict[str, float]) -> None:
-        with self.metrics_path.open("a") as f:
+        with writing(self.metrics_path, "training logs"), self.metrics_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
         if self.writer is not None:
             for k, v in row.items():

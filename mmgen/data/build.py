@@ -1,12 +1,13 @@
 """One string names a dataset: ``build_dataset("shapes:objects=1")``, ``"folder:/data"``, ...
 
 Recipes and the command line carry data as a spec string, so every entry point builds data the
-same way. Other modules (e.g. a video world) add kinds with :func:`register_dataset`.
+same way. The built-in kinds are registered here, each importing its module only when built (this
+module imports no dataset module); other code adds kinds with :func:`register_dataset`.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -24,7 +25,6 @@ class _Kind:
 
 
 _KINDS: dict[str, _Kind] = {}
-_OPTIONAL_MODULES = ("mmgen.data.video",)  # register more kinds when present
 
 
 def register_dataset(name: str, factory: Callable[..., Any], options: dict[str, type] | None = None, takes_path: bool = False) -> None:
@@ -34,18 +34,8 @@ def register_dataset(name: str, factory: Callable[..., Any], options: dict[str, 
     _KINDS[name] = _Kind(factory, dict(options or {}), takes_path)
 
 
-def _load_optional() -> None:
-    for mod in _OPTIONAL_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:  # the module exists but one of its imports is missing: surface it
-                raise
-
-
 def list_datasets() -> list[str]:
     """Registered spec kinds."""
-    _load_optional()
     return sorted(_KINDS)
 
 
@@ -74,7 +64,8 @@ def build_dataset(spec: str, size: int = 32, seed: int = 0, split: str = "train"
     Args:
         spec: ``shapes`` / ``shapes:objects=1,length=1000``, ``digits``, ``folder:/path``,
             ``photos`` (crops of the photos scikit-image/-learn ship), ``shards:/dir`` or
-            ``shards:/data/s-{000000..000009}.tar``.
+            ``shards:/data/s-{000000..000009}.tar`` (local files or http(s) only), or the path
+            of an existing image folder (when it is not also a kind's name).
         size: image side.
         seed: world seed.
         split: ``train`` / ``test`` (``val`` for shapes, ``all`` for digits); folders and shards
@@ -86,6 +77,8 @@ def build_dataset(spec: str, size: int = 32, seed: int = 0, split: str = "train"
     """
     kind, rest = parse_spec(spec)
     kinds = list_datasets()
+    if kind not in _KINDS and Path(spec).is_dir():
+        kind, rest = "folder", spec
     if kind not in _KINDS:
         raise ValueError(f"unknown dataset spec {spec!r}; allowed kinds: {kinds} (e.g. 'shapes:objects=1', 'folder:/path')")
     k = _KINDS[kind]
@@ -128,7 +121,21 @@ def _shards(path: str, size: int, seed: int, split: str, **kw: Any):
     return ShardDataset(path, size=size, seed=seed, **kw)
 
 
+def _shapes_video(size: int, seed: int, split: str, **kw: Any):
+    from mmgen.data.video import ShapesVideoWorld
+
+    return ShapesVideoWorld(size=size, seed=seed, split=split, **kw)
+
+
+def _shapes_unified(size: int, seed: int, split: str, **kw: Any):
+    from mmgen.data.video import UnifiedWorld
+
+    return UnifiedWorld(size=size, seed=seed, split=split, **kw)
+
+
 register_dataset("shapes", _shapes, {"objects": str, "length": int})
+register_dataset("shapes-video", _shapes_video, {"frames": int, "length": int, "speed": float})
+register_dataset("shapes-unified", _shapes_unified, {"frames": int, "tasks": str, "objects": str, "length": int, "speed": float})
 register_dataset("digits", _digits)
 register_dataset("photos", _photos, {"length": int})
 register_dataset("folder", _folder, takes_path=True)

@@ -162,4 +162,4 @@ class ImageFolderDataset(Dataset):
             if self.labels is not None:
                 item["label"] = self.labels[j]
             return item
-        raise RuntimeError(f"every image under {str(self.root)!r} is unreadable: {self.stats}")
+        raise ValueError(f"every image under {str(self.root)!r} is unreadable: {self.stats}")

@@ -10,9 +10,11 @@ from __future__ import annotations
 import glob
 import io
 import logging
+import re
 import tarfile
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -20,12 +22,18 @@ from PIL import Image
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from mmgen.data.folders import pil_to_pixels
+from mmgen.fs import writing
 
-__all__ = ["pack", "ShardDataset", "resolve_shards", "SHARD_PATTERN"]
+__all__ = ["pack", "ShardDataset", "resolve_shards", "check_shard_url", "SHARD_PATTERN"]
 
 logger = logging.getLogger(__name__)
 SHARD_PATTERN = "shard-%06d.tar"
 _IMAGE_KEYS = ("png", "jpg", "jpeg", "webp", "bmp")
+_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
+
+
+def _is_remote(url: str) -> bool:
+    return urlparse(url).scheme.lower() in ALLOWED_SCHEMES
 
 
 def _to_uint8(pixels: torch.Tensor) -> np.ndarray:
@@ -34,44 +42,33 @@ def _to_uint8(pixels: torch.Tensor) -> np.ndarray:
 
 
 def pack(
-    source: str | Dataset,
+    dataset: Dataset,
     out_dir: str | Path,
     num_samples: int | None = None,
     samples_per_shard: int = 1000,
-    size: int = 32,
-    seed: int = 0,
     overwrite: bool = False,
     progress: bool = True,
 ) -> list[Path]:
     """Write a dataset into ``out_dir/shard-000000.tar``, ``shard-000001.tar``, ...
 
     Args:
-        source: a :func:`~mmgen.data.build.build_dataset` spec (``shapes``, ``digits``,
-            ``folder:/path``), an existing image folder path, or a map-style dataset of item dicts.
+        dataset: a map-style dataset of item dicts, e.g. ``build_dataset("shapes", size=32)``.
         out_dir: output folder (created).
         num_samples: how many items to write; required for infinite worlds (``shapes``),
             defaults to the whole dataset otherwise.
         samples_per_shard: items per tar file.
-        size: image side when ``source`` is a spec.
-        seed: world seed when ``source`` is a spec.
         overwrite: replace existing ``shard-*.tar`` files in ``out_dir`` (else an error).
         progress: show a tqdm progress bar.
 
     Returns:
         The shard paths written, in order.
+
+    Raises:
+        FileExistsError: ``out_dir`` already holds shards and ``overwrite`` is off.
+        OSError: naming ``out_dir``, when it cannot be written (read-only, disk full).
     """
-    import webdataset as wds
-    from tqdm.auto import tqdm
-
-    if isinstance(source, (str, Path)):
-        from mmgen.data.build import build_dataset
-
-        spec = str(source)
-        if Path(spec).is_dir():
-            spec = f"folder:{spec}"
-        dataset = build_dataset(spec, size=size, seed=seed)
-    else:
-        dataset = source
+    if isinstance(dataset, (str, Path)):
+        raise TypeError(f"pack() takes a dataset, not {dataset!r}: pass build_dataset({str(dataset)!r}, size=..., seed=...)")
     if num_samples is None:
         if getattr(dataset, "infinite", False):
             raise ValueError(f"{type(dataset).__name__} is an infinite world: pass num_samples (e.g. num_samples=100000)")
@@ -84,12 +81,19 @@ def pack(
         raise ValueError(f"samples_per_shard must be positive, got {samples_per_shard}")
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     old = sorted(out.glob("shard-*.tar"))
     if old and not overwrite:
-        raise FileExistsError(f"{out} already holds {len(old)} shard(s); pass overwrite=True to replace them")
-    for p in old:
-        p.unlink()
+        raise FileExistsError(f"{out} already holds {len(old)} shard(s); pass --overwrite (overwrite=True) to replace them")
+    with writing(out, "shards"):
+        out.mkdir(parents=True, exist_ok=True)
+        for p in old:
+            p.unlink()
+        return _write_shards(dataset, out, num_samples, samples_per_shard, progress)
+
+
+def _write_shards(dataset: Dataset, out: Path, num_samples: int, samples_per_shard: int, progress: bool) -> list[Path]:
+    import webdataset as wds
+    from tqdm.auto import tqdm
 
     written: list[Path] = []
     with wds.ShardWriter(str(out / SHARD_PATTERN), maxcount=samples_per_shard, verbose=0, mtime=0.0,
@@ -105,11 +109,31 @@ def pack(
     return written
 
 
+ALLOWED_SCHEMES = ("http", "https")
+
+
+def check_shard_url(url: str) -> None:
+    """Refuse every shard URL but a local path and plain ``http(s)://``.
+
+    webdataset opens ``pipe:CMD`` by running CMD in a shell (and ``-`` reads stdin, ``gs:`` etc.
+    spawn other programs): a data spec comes from recipes that people send each other, and a
+    recipe must never be code.
+
+    Raises:
+        ValueError: any other scheme (``pipe:``, ``file:``, ``s3:``, ``-``, ...).
+    """
+    scheme = urlparse(url).scheme.lower()
+    if url.strip() == "-" or (scheme and scheme not in ALLOWED_SCHEMES and not _WINDOWS_DRIVE.match(url)):
+        raise ValueError(f"shard URL {url!r} is refused: only local paths and {'/'.join(ALLOWED_SCHEMES)}:// URLs are "
+                         "allowed (write a relative path with a colon as ./name)")
+
+
 def resolve_shards(spec: str | Path | list) -> list[str]:
     """Shard paths from a directory (its ``*.tar``), a brace pattern ``a-{000..009}.tar``, a glob or a list.
 
     Raises:
         FileNotFoundError: a named shard is missing, or nothing matches.
+        ValueError: a URL that is neither a local path nor plain http(s) (see :func:`check_shard_url`).
     """
     import webdataset as wds
 
@@ -127,7 +151,9 @@ def resolve_shards(spec: str | Path | list) -> list[str]:
         urls = [str(spec)]
     if not urls:
         raise FileNotFoundError(f"shard spec {str(spec)!r} matches no files")
-    missing = [u for u in urls if "://" not in u and not Path(u).is_file()]
+    for u in urls:
+        check_shard_url(u)
+    missing = [u for u in urls if not _is_remote(u) and not Path(u).is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} of {len(urls)} shard(s) missing, e.g. {missing[0]!r}")
     return urls
@@ -161,6 +187,7 @@ class ShardDataset(IterableDataset):
     def __init__(self, shards: str | Path | list, size: int = 32, start: int = 0, rank: int | None = None,
                  world_size: int | None = None, batch_size: int = 1, repeat: bool = False, shuffle: bool = False, seed: int = 0):
         self.urls = resolve_shards(shards)
+        self.source = str(shards) if not isinstance(shards, (list, tuple)) else f"{self.urls[:3]}{'...' if len(self.urls) > 3 else ''}"
         if start < 0 or batch_size < 1:
             raise ValueError(f"need start >= 0 and batch_size >= 1, got start={start}, batch_size={batch_size}")
         self.size, self.start, self.batch_size = size, start, batch_size
@@ -227,10 +254,11 @@ class ShardDataset(IterableDataset):
                 urls = urls[rank::world]
             n = 0  # sample index within the epoch, before the sample-level rank split
             for url in urls:
-                count = self._count(url) if pos < self.start and "://" not in url else None
+                count = self._count(url) if pos < self.start and not _is_remote(url) else None
                 if count is not None and pos + share(n + count) - share(n) <= self.start:
                     pos, n = pos + share(n + count) - share(n), n + count
                     continue
+                check_shard_url(url)  # again, right before webdataset opens it
                 for raw in tarfile_samples([{"url": url}], handler=self._skip_error):
                     if shard_split or n % world == rank:
                         yield pos, raw
@@ -283,8 +311,9 @@ class ShardDataset(IterableDataset):
                 yield item
         seen = tally["positions"]
         if seen == 0:
-            raise RuntimeError(f"shards {self.urls[:3]}{'...' if len(self.urls) > 3 else ''} yielded no samples for rank {rank}/{world} ({self.stats})")
+            raise ValueError(f"shards {self.source} hold no readable samples for rank {rank}/{world} "
+                             f"(not WebDataset tar files, or empty; {self.stats['skipped']} corrupt part(s) skipped)")
         if tried and yielded == 0:
-            raise RuntimeError(f"every sample read from {self.urls[:3]} was corrupt ({self.stats})")
+            raise ValueError(f"every sample read from shards {self.source} was corrupt ({self.stats})")
         if seen <= self.start:
             logger.warning("start=%d skips past the end of the stream (%d samples)", self.start, seen)

@@ -23,7 +23,6 @@ import torch
 from torch.utils.data import Dataset
 
 from mmgen.data import shapes
-from mmgen.data.build import register_dataset
 
 __all__ = [
     "DIRECTIONS", "TASKS", "VideoScene", "video_caption", "parse_video_caption", "sample_video_scene",
@@ -187,14 +186,3 @@ class UnifiedWorld(Dataset):
         pixels[:, 0] = item["pixels"]
         return {"pixels": pixels, "caption": item["caption"], "task": task}
 
-
-def _video(size: int, seed: int, split: str, **kw):
-    return ShapesVideoWorld(size=size, seed=seed, split=split, **kw)
-
-
-def _unified(size: int, seed: int, split: str, **kw):
-    return UnifiedWorld(size=size, seed=seed, split=split, **kw)
-
-
-register_dataset("shapes-video", _video, {"frames": int, "length": int, "speed": float})
-register_dataset("shapes-unified", _unified, {"frames": int, "tasks": str, "objects": str, "length": int, "speed": float})

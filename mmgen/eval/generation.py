@@ -14,17 +14,24 @@ from tqdm.auto import tqdm
 
 from mmgen.sampling import SamplerConfig
 
-__all__ = ["shapes_prompts", "judge_pipeline", "digits_accuracy"]
+__all__ = ["shapes_prompts", "judge_pipeline", "digits_accuracy", "check_count"]
 
 # Prompts are drawn from an RNG stream the training data never uses (training worlds seed
 # their own per-index streams), so "fresh" means freshly sampled, not held out by design.
 EVAL_SEED = 10_007
 
 
+def check_count(name: str, value: int) -> None:
+    """An evaluation of zero samples has no score: say so before any model runs."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive number of samples, got {value!r}")
+
+
 def shapes_prompts(n: int, objects: int, seed: int = EVAL_SEED) -> list[str]:
     """``n`` random captions with ``objects`` (1 or 2) objects from the shapes grammar."""
     from mmgen.data import shapes
 
+    check_count("n", n)
     if objects not in (1, 2):
         raise ValueError(f"objects must be 1 or 2, got {objects}")
     rng = np.random.default_rng([seed, objects])
@@ -54,6 +61,7 @@ def digits_accuracy(pipe, per_class: int = 50, sampler: SamplerConfig | None = N
     """Generate ``per_class`` digits per label; fraction a classifier of real digits labels correctly."""
     from mmgen.eval.digits_classifier import DigitsClassifier
 
+    check_count("per_class", per_class)
     sampler = sampler or SamplerConfig()
     labels = [d for d in range(10) for _ in range(per_class)]
     images = []

@@ -16,15 +16,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from mmgen.metrics import psnr
+
 __all__ = ["psnr", "ssim", "codebook_usage", "evaluate_tokenizer", "load_tokenizer", "tokenizer_identity", "recon_dataset"]
-
-
-def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
-    """Per-image PSNR in dB of ``(B, C, H, W)`` tensors (default range: pixels in [-1, 1])."""
-    if x.shape != y.shape:
-        raise ValueError(f"shapes differ: {tuple(x.shape)} vs {tuple(y.shape)}")
-    mse = ((x.double() - y.double()) ** 2).flatten(1).mean(1)
-    return 10 * torch.log10(data_range**2 / mse.clamp(min=1e-20))
 
 
 def _gaussian_window(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:

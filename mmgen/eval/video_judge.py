@@ -119,7 +119,9 @@ def video_prompts(n: int, seed: int = EVAL_SEED) -> list[str]:
     """``n`` random ``shapes-video`` captions (uniform over colour, shape and direction)."""
     from mmgen.data.shapes import COLORS, SHAPES
     from mmgen.data.video import video_caption
+    from mmgen.eval.generation import check_count
 
+    check_count("n", n)
     rng = np.random.default_rng([seed, 3])
     return [video_caption(list(COLORS)[rng.integers(len(COLORS))], SHAPES[rng.integers(len(SHAPES))], list(DIRECTIONS)[rng.integers(len(DIRECTIONS))]) for _ in range(n)]
 
@@ -153,8 +155,10 @@ def caption_accuracy(pipe, n: int = 300, objects: int = 1, batch_size: int = 100
     best-matching true object; ``valid``: captions that parse.
     """
     from mmgen.data.shapes import ShapesWorld, parse_caption
+    from mmgen.eval.generation import check_count
     from mmgen.eval.judge import ATTRIBUTES
 
+    check_count("n", n)
     world = ShapesWorld(size=pipe.config.image_size, seed=seed, objects=str(objects), split="test")
     scenes = [world.scene(i) for i in range(n)]
     images = torch.from_numpy(np.stack([img for _, img, _ in scenes])).permute(0, 3, 1, 2)
@@ -186,14 +190,21 @@ def image_pipeline(pipe):
 
 
 @torch.no_grad()
+def _frames(clips: torch.Tensor) -> torch.Tensor:
+    """(B, C, T, H, W) clips -> (B*T, C, H, W) frames, clip-major."""
+    return clips.transpose(1, 2).flatten(0, 1)
+
+
 def video_reconstruction(tok, data: str = "shapes-video", n: int = 256, split: str = "test", batch_size: int = 32, progress: bool = True,
                          tokenizer_path=None) -> dict[str, Any]:
     """A video tokenizer on ``n`` clips: PSNR per frame index (and mean), SSIM, codebook usage, judge on reconstructions."""
     from tqdm.auto import tqdm
 
     from mmgen.data import build_dataset
+    from mmgen.eval.generation import check_count
     from mmgen.eval.recon import codebook_usage, psnr, ssim, tokenizer_identity
 
+    check_count("n", n)
     ds = build_dataset(data, size=tok.image_size, split=split) if isinstance(data, str) else data
     device = next(tok.parameters()).device
     per_frame, ssims, ids, recs, caps = [], [], [], [], []
@@ -203,9 +214,8 @@ def video_reconstruction(tok, data: str = "shapes-video", n: int = 256, split: s
         tokens = tok.encode(x)
         rec = tok.decode(tokens, frames=x.shape[2]).float().clamp(-1, 1)
         b, t = x.shape[0], x.shape[2]
-        flat = lambda v: v.transpose(1, 2).reshape(b * t, *v.shape[1:2], *v.shape[3:])  # noqa: E731
-        per_frame.append(psnr(flat(rec), flat(x)).reshape(b, t).cpu())
-        ssims.append(ssim(flat(rec), flat(x)).cpu())
+        per_frame.append(psnr(_frames(rec), _frames(x)).reshape(b, t).cpu())
+        ssims.append(ssim(_frames(rec), _frames(x)).cpu())
         ids.append(tokens.ids.cpu())
         recs.append(rec.cpu())
         caps += [it["caption"] for it in items]

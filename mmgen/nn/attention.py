@@ -89,14 +89,17 @@ def _resolve(name: str, q: torch.Tensor) -> str:
     return name
 
 
-def _eager(q, k, v, allowed: torch.Tensor | None) -> torch.Tensor:
+def _eager(q, k, v, allowed: torch.Tensor | None, dropout_p: float = 0.0) -> torch.Tensor:
     scores = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(q.shape[-1])
     if allowed is not None:
         scores = scores.masked_fill(~allowed, float("-inf"))
-    return (scores.softmax(-1) @ v.float()).to(q.dtype)
+    probs = scores.softmax(-1)
+    if dropout_p:
+        probs = F.dropout(probs, dropout_p)
+    return (probs @ v.float()).to(q.dtype)
 
 
-def _xformers(q, k, v, mask: Mask | None, q_offset: int) -> torch.Tensor:
+def _xformers(q, k, v, mask: Mask | None, q_offset: int, dropout_p: float = 0.0) -> torch.Tensor:
     xops = _xformers_ops()
     q_len, kv_len = q.shape[2], k.shape[2]
     bias = None
@@ -106,7 +109,7 @@ def _xformers(q, k, v, mask: Mask | None, q_offset: int) -> torch.Tensor:
         allowed = dense_mask(mask, q_len, kv_len, q_offset, q.device)
         bias = torch.zeros(q_len, kv_len, dtype=q.dtype, device=q.device).masked_fill(~allowed, float("-inf"))
         bias = bias.expand(q.shape[0], q.shape[1], q_len, kv_len)
-    out = xops.memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_bias=bias)
+    out = xops.memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_bias=bias, p=dropout_p)
     return out.transpose(1, 2)
 
 
@@ -140,26 +143,29 @@ def _flex(q, k, v, mask: Mask | None, q_offset: int) -> torch.Tensor:
         return _flex_kernel(q.device.type)(q, k, v, block_mask=block_mask)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask | None = None, q_offset: int = 0) -> torch.Tensor:
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask | None = None, q_offset: int = 0, dropout_p: float = 0.0) -> torch.Tensor:
     """Multi-head attention ``(B, H, Lq, D) x (B, H, Lk, D) -> (B, H, Lq, D)``.
 
     Args:
         mask: a structural mask (``Causal``, ``BlockCausal``, ``Full``) or None for full attention.
         q_offset: absolute position of the first query (queries are a suffix when decoding with a cache).
+        dropout_p: dropout on the attention weights (training only: the caller passes 0 in eval).
     """
     if q.dim() != 4 or k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[-1] != k.shape[-1]:
         raise ValueError(f"attention expects (B,H,L,D) tensors with matching B,H,D; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
     backend = _resolve(current_backend(), q)
     q_len, kv_len = q.shape[2], k.shape[2]
     if backend == "xformers":
-        return _xformers(q, k, v, mask, q_offset)
+        return _xformers(q, k, v, mask, q_offset, dropout_p)
     if backend == "flex":
+        if dropout_p:
+            raise ValueError(f"the 'flex' attention backend has no attention dropout (got dropout_p={dropout_p}); use 'sdpa'")
         return _flex(q, k, v, mask, q_offset)
     if backend == "eager":
         allowed = None if mask is None else dense_mask(mask, q_len, kv_len, q_offset, q.device)
-        return _eager(q, k, v, allowed)
+        return _eager(q, k, v, allowed, dropout_p)
     if all_visible(mask, q_len, kv_len, q_offset):
-        return F.scaled_dot_product_attention(q, k, v)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
     if is_plain_causal(mask, q_len, kv_len, q_offset):
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=dense_mask(mask, q_len, kv_len, q_offset, q.device))
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=dense_mask(mask, q_len, kv_len, q_offset, q.device), dropout_p=dropout_p)

@@ -1,6 +1,6 @@
-"""Transformer building blocks shared by every generator: SwiGLU, multi-axis RoPE, AdaLN.
+"""Transformer building blocks shared by every generator: SwiGLU / GELU MLPs, multi-axis RoPE, AdaLN.
 
-RMSNorm is ``torch.nn.RMSNorm`` (no re-implementation).
+RMSNorm and LayerNorm are torch's (no re-implementation).
 """
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SwiGLU", "RotaryEmbedding", "apply_rotary", "AdaLNModulation", "modulate", "swiglu_hidden"]
+__all__ = ["SwiGLU", "GeluMLP", "RotaryEmbedding", "apply_rotary", "AdaLNModulation", "modulate", "swiglu_hidden", "drop_path"]
 
 
 def swiglu_hidden(dim: int, mlp_ratio: float, multiple_of: int = 32) -> int:
@@ -29,6 +29,32 @@ class SwiGLU(nn.Module):
         return self.dropout(self.w_down(F.silu(self.w_gate(x)) * self.w_up(x)))
 
 
+class GeluMLP(nn.Module):
+    """``fc2(gelu(fc1(x)))``: the ViT/DiT MLP of VAR (tanh GELU) and RAR (exact GELU)."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float = 0.0, approximate: str = "none", bias: bool = True) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden, bias=bias)
+        self.fc2 = nn.Linear(hidden, dim, bias=bias)
+        self.approximate = approximate
+        self.dropout = nn.Dropout(dropout)
+
+    @property
+    def w_down(self) -> nn.Linear:  # the residual projection (depth-scaled init)
+        return self.fc2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.fc2(self.dropout(F.gelu(self.fc1(x), approximate=self.approximate))))
+
+
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: drop a residual branch per sample with probability ``p`` (scaled to keep the mean)."""
+    if p <= 0 or not training:
+        return x
+    keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1 - p)
+    return x * keep / (1 - p)
+
+
 class RotaryEmbedding(nn.Module):
     """Multi-axis rotary embedding (M-RoPE style).
 
@@ -38,8 +64,9 @@ class RotaryEmbedding(nn.Module):
     image share one positional scheme. Coordinates may be fractional (VAR scales).
     """
 
-    def __init__(self, head_dim: int, axes: int = 3, theta: float = 10000.0) -> None:
+    def __init__(self, head_dim: int, axes: int = 3, theta: float = 10000.0, zero_nan: bool = False) -> None:
         super().__init__()
+        self.zero_nan = zero_nan  # a NaN coordinate gives cos = sin = 0 (LlamaGen's class token: q, k zeroed)
         if head_dim % 2:
             raise ValueError(f"head_dim must be even for RoPE, got {head_dim}")
         half = head_dim // 2
@@ -57,6 +84,8 @@ class RotaryEmbedding(nn.Module):
         if positions.dim() not in (2, 3) or positions.shape[-1] != len(self.sections):
             raise ValueError(f"positions must be (N, {len(self.sections)}) or (B, N, {len(self.sections)}), got {tuple(positions.shape)}")
         angles = positions.float()[..., self.axis_of] * self.inv_freq
+        if self.zero_nan:
+            return angles.cos().nan_to_num(0.0), angles.sin().nan_to_num(0.0)
         return angles.cos(), angles.sin()
 
 
@@ -70,8 +99,10 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """AdaLN: ``x * (1 + scale) + shift`` with per-sample ``(B, D)`` shift/scale."""
-    return x * (1 + scale[:, None]) + shift[:, None]
+    """AdaLN: ``x * (1 + scale) + shift`` with per-sample ``(B, D)`` or per-token ``(B, N, D)`` shift/scale."""
+    if scale.dim() == 2:
+        scale, shift = scale[:, None], shift[:, None]
+    return x * (1 + scale) + shift
 
 
 class AdaLNModulation(nn.Module):

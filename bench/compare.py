@@ -31,7 +31,7 @@ from mmgen.sampling import SamplerConfig
 __all__ = ["Backbone", "Paradigm", "WorldSetup", "PARADIGMS", "WORLDS", "register_paradigm", "resolve_paradigms",
            "run_comparison", "time_pipeline", "fid_column"]
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "checkpoints"
 RECIPES = REPO / "train" / "recipes"
 
@@ -293,9 +293,9 @@ def run_comparison(world: str, budget: int, paradigms: Sequence[str] | None = No
     them, so an interrupted full comparison continues where it stopped.
     """
     import mmgen
+    from mmgen.bench.compare_report import write_report
     from mmgen.nn.transformer import Transformer
     from mmgen.train.distributed import default_device
-    from mmgen.eval.compare_report import write_report
     from mmgen.train.run import train
 
     chosen = resolve_paradigms(world, paradigms)
@@ -332,7 +332,8 @@ def run_comparison(world: str, budget: int, paradigms: Sequence[str] | None = No
                "params": gen.num_params(), "params_backbone": sum(q.numel() for m in gen.modules() if isinstance(m, Transformer) for q in m.parameters()),
                "steps": steps, "batch_size": batch_size, "train_s": train_s, "reused_run": resumed, "final_loss": loss,
                "forward_passes": gen.forward_passes(), "run": _show(run)}
-        row.update(_evaluate(pipe, world, n_eval, n_ref, sampler, speed_batch, repeats, progress))
+        own = gen.restrict_sampler(sampler)  # the shared settings this paradigm reads (no temperature for xAR)
+        row.update(_evaluate(pipe, world, n_eval, n_ref, own, speed_batch, repeats, progress))
         rows.append(row)
         write_report(out, meta, rows)
     return rows

@@ -1,0 +1,1 @@
+"""Official checkpoints -> mmgen modules (state-dict conversion; see ``tokenizers.py``)."""
