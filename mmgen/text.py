@@ -174,17 +174,3 @@ class GrammarConstraint:
             return memo[state]
 
         return longest("start")
-
-
-# Names that moved to mmgen.data.shapes_text (the shapes worlds' words); still reachable here for
-# the model presets that import them from this module. Looked up on use, so importing mmgen.text
-# never imports the data worlds.
-_MOVED_TO_SHAPES_TEXT = ("shapes_text_vocab", "shapes_caption_grammar", "video_caption_grammar")
-
-
-def __getattr__(name: str):
-    if name in _MOVED_TO_SHAPES_TEXT:
-        from mmgen.data import shapes_text
-
-        return getattr(shapes_text, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,10 +25,9 @@ from torchvision.utils import make_grid, save_image
 
 from mmgen.images import tile, write_video
 from mmgen.sampler import SamplerConfig
-from mmgen.text import short_text  # noqa: F401  (re-exported for app/handlers until it imports mmgen.text)
 
 __all__ = ["add_arguments", "add_sampler_arguments", "run", "save_samples", "save_videos", "sampler_from_args", "reproduce_command",
-           "short_text", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS"]
+           "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 VIDEO_EXTENSIONS = (".mp4", ".gif", ".png")

@@ -362,8 +362,3 @@ def test_text_tokenizer_knows_no_data_world():
     code = "import sys, mmgen.text, mmgen.registry; print(sorted(m for m in sys.modules if m.startswith(('mmgen.data', 'mmgen.models', 'mmgen.tokenizers_vis'))))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
-    from mmgen.data.shapes_text import shapes_caption_grammar, shapes_text_vocab
-    from mmgen.text import shapes_caption_grammar as old_grammar
-    from mmgen.text import shapes_text_vocab as old_vocab
-
-    assert old_vocab is shapes_text_vocab and old_grammar is shapes_caption_grammar  # the presets' import path still works
