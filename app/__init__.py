@@ -1,7 +1,8 @@
-"""Gradio web demo (text-to-image / text-to-video): ``build_app()``, ``launch()``, ``mount()``.
+"""Gradio web demo (the paradigm arena, text-to-image, text-to-video): ``build_app()``, ``launch()``, ``mount()``.
 
-gradio is imported only when the page is built, so ``mmgen.app.handlers`` / ``models`` (validation,
-streaming, model discovery) stay cheap to import and test.
+gradio is imported only when the page is built, so ``mmgen.app.handlers`` / ``models`` / ``arena`` /
+``grammar`` / ``view`` (validation, streaming, model discovery, the arena, the words, the HTML) stay
+cheap to import and test.
 """
 from __future__ import annotations
 

@@ -18,15 +18,26 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from mmgen.app.models import InputError, ModelInfo, ModelRegistry
+from mmgen.app import grammar
+from mmgen.app.models import InputError, ModelInfo, ModelRegistry, without_paths
 from mmgen.app.streaming import Done, Partial, stream_pipeline
 from mmgen.images import tile, write_video
 from mmgen.pipeline import SAMPLER_FIELDS
-from mmgen.sample.cli import reproduce_command, short_text
-from mmgen.sampling import CFG_SCHEDULES, SamplerConfig
+from mmgen.sample.cli import reproduce_command
+from mmgen.sampler import CFG_SCHEDULES, SamplerConfig
 
-__all__ = ["Request", "Update", "Limits", "validate", "generate", "settings_record", "grid", "write_gif", "example_prompts", "video_example_prompts",
-           "settings_file", "save_png", "display_scale", "prune", "page_defaults"]
+__all__ = ["Request", "Update", "Limits", "validate", "generate", "settings_record", "grid", "write_gif", "write_mp4", "settings_file", "save_png",
+           "display_scale", "prune", "page_defaults", "user_message", "checkpoint_name"]
+_WORDING = {"cfg_scale": "CFG scale", "cfg_schedule": "CFG schedule", "cfg_power": "CFG power", "top_k": "top-k", "top_p": "top-p",
+            "flow_steps": "flow steps", "flow_solver": "flow solver", "token_budget": "token budget", "static_cache": "static cache"}
+
+
+def user_message(error: BaseException | str) -> str:
+    """An error as the page shows it: settings by their labels, never a field name or a file path."""
+    text = str(error)
+    for field_name, label in _WORDING.items():
+        text = text.replace(field_name, label)
+    return without_paths(text)
 
 
 @dataclass
@@ -81,35 +92,51 @@ class Update:
 
 
 def _number(name: str, value: Any, integer: bool = False, lo: float | None = None, hi: float | None = None) -> Any:
-    """A finite number (an integer if asked) within [lo, hi], or an InputError naming it."""
+    """A finite number (an integer if asked) within [lo, hi], or an InputError naming it and the allowed range."""
     if value is None or (isinstance(value, str) and not value.strip()):
-        raise InputError(f"{name} is required")
+        raise InputError(f"the {name} is required")
     try:
         x = float(value)
     except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number, got {value!r}") from None
+        raise InputError(f"the {name} must be a number, got {value!r}") from None
     if not math.isfinite(x):
-        raise InputError(f"{name} must be finite, got {value!r}")
+        raise InputError(f"the {name} must be a finite number, got {value!r}")
     if integer:
         if x != int(x):
-            raise InputError(f"{name} must be a whole number, got {value!r}")
+            raise InputError(f"the {name} must be a whole number, got {value!r}")
         x = int(x)
-    if (lo is not None and x < lo) or (hi is not None and x > hi):
-        raise InputError(f"{name} must be in [{lo}, {hi}], got {value!r}")
+    if lo is not None and hi is not None and not lo <= x <= hi:
+        raise InputError(f"the {name} must be between {_fmt(lo)} and {_fmt(hi)}, got {_fmt(x)}")
+    if lo is not None and x < lo:
+        raise InputError(f"the {name} must be at least {_fmt(lo)}, got {_fmt(x)}")
+    if hi is not None and x > hi:
+        raise InputError(f"the {name} must be at most {_fmt(hi)}, got {_fmt(x)}")
     return x
 
 
-def _check_text(pipe: Any, text: str, what: str, limits: Limits) -> None:
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
+
+
+def _check_text(pipe: Any, text: str, what: str, limits: Limits, info: ModelInfo) -> None:
     if len(text) > limits.max_prompt_chars:
         raise InputError(f"the {what} is {len(text)} characters long; at most {limits.max_prompt_chars}")
+    if info.grammar:  # first: it names the first word that does not fit and the allowed words
+        _check_grammar(text, what, info)
     make = getattr(getattr(pipe, "generator", None), "make_condition", None)
     if make is None:  # not a standard pipeline: it reports bad text itself while generating
         return
     try:  # the model's own tokenizer: unknown words and prompts longer than its context
         make(prompts=[text], batch_size=1)
-    except ValueError as e:  # the model's message quotes the text: shortened, never repeated in full
-        msg = str(e) if str(e).startswith(what) else f"{what}: {e}"
-        raise InputError(msg.replace(repr(text), repr(short_text(text)))) from None
+    except ValueError as e:  # the model's message names a long text by its start and length (mmgen.text.short_text)
+        raise InputError(str(e) if str(e).startswith(what) else f"the {what}: {e}") from None
+
+
+def _check_grammar(text: str, what: str, info: ModelInfo) -> None:
+    try:
+        grammar.check_prompt(text, video=info.video)
+    except InputError as e:
+        raise InputError(str(e) if what == "prompt" else f"the {what}: {e}") from None
 
 
 def validate(req: Request, info: ModelInfo, pipe: Any = None, limits: Limits | None = None) -> tuple[SamplerConfig, dict]:
@@ -119,18 +146,18 @@ def validate(req: Request, info: ModelInfo, pipe: Any = None, limits: Limits | N
     n = _number("number of samples", req.n, integer=True, lo=1, hi=max_n)
     seed = _number("seed", req.seed, integer=True, lo=0, hi=2**32 - 1)
     if req.cfg_schedule not in CFG_SCHEDULES:
-        raise InputError(f"CFG schedule must be one of {CFG_SCHEDULES}, got {req.cfg_schedule!r}")
+        raise InputError(f"the CFG schedule must be one of {', '.join(CFG_SCHEDULES)}, got {req.cfg_schedule!r}")
     top_p = _number("top-p", req.top_p)
     if not 0 < top_p <= 1:
-        raise InputError(f"top-p must be in (0, 1] (1 = off), got {req.top_p!r}")
+        raise InputError(f"top-p must be above 0 and at most 1 (1 = off), got {req.top_p!r}")
     rec = info.recommended  # the page's controls over the checkpoint's sampler.json: fields the page lacks keep it
     try:
         sampler = replace(
             rec,
-            temperature=_number("temperature", req.temperature, hi=lim.max_temperature),
+            temperature=_number("temperature", req.temperature, lo=0, hi=lim.max_temperature),
             top_k=_number("top-k", req.top_k, integer=True, lo=0, hi=10**6),
             top_p=top_p,
-            cfg_scale=_number("CFG scale", req.cfg_scale, hi=lim.max_cfg),
+            cfg_scale=_number("CFG scale", req.cfg_scale, lo=0, hi=lim.max_cfg),
             cfg_schedule=req.cfg_schedule,
             flow_steps=_number("flow steps", req.flow_steps, integer=True, lo=1, hi=lim.max_flow_steps) if info.flow else rec.flow_steps,
             token_budget=_number("token budget", req.token_budget, integer=True, lo=0, hi=10**6) if info.flextok else rec.token_budget,
@@ -139,7 +166,7 @@ def validate(req: Request, info: ModelInfo, pipe: Any = None, limits: Limits | N
         # a control this model does not use keeps the recommended value (the model would refuse a changed one)
         sampler = replace(sampler, **{f: getattr(rec, f) for f in SAMPLER_FIELDS if f not in (info.sampler_fields or SAMPLER_FIELDS)})
     except ValueError as e:  # SamplerConfig's own message names the value and the allowed range
-        raise InputError(str(e)) from None
+        raise InputError(user_message(e)) from None
     kwargs: dict[str, Any] = {"n": n}
     if info.cond == "text":
         prompt = (req.prompt or "").strip()
@@ -147,12 +174,12 @@ def validate(req: Request, info: ModelInfo, pipe: Any = None, limits: Limits | N
             raise InputError("the prompt is empty: describe the picture, e.g. 'a large red circle at the top left'")
         negative = (req.negative_prompt or "").strip()
         if pipe is not None:
-            _check_text(pipe, prompt, "prompt", lim)
+            _check_text(pipe, prompt, "prompt", lim, info)
             if negative:
-                _check_text(pipe, negative, "negative prompt", lim)
+                _check_text(pipe, negative, "negative prompt", lim, info)
         kwargs.update(prompt=prompt, negative_prompt=negative or None)
     elif info.cond == "class":
-        kwargs["label"] = _number(f"class label (0–{info.num_classes - 1})", req.label, integer=True, lo=0, hi=info.num_classes - 1)
+        kwargs["label"] = _number("class label", req.label, integer=True, lo=0, hi=info.num_classes - 1)
     if info.video:
         kwargs["frames"] = _number("frames", req.frames if req.frames is not None else info.frames or 8, integer=True, lo=1, hi=lim.max_frames)
     return sampler, kwargs
@@ -165,8 +192,7 @@ def page_defaults(info: ModelInfo) -> dict[str, Any]:
 
 def settings_record(info: ModelInfo, sampler: SamplerConfig, kwargs: dict, images: torch.Tensor, seconds: float) -> dict:
     """The exact settings of a result, with the ``mmgen sample`` command that reproduces it (image and video)."""
-    rel = os.path.relpath(info.path)
-    ckpt = rel if not rel.startswith("..") else str(info.path)
+    ckpt = checkpoint_name(info)
     cmd = reproduce_command(ckpt, sampler, info.sampler_fields or tuple(asdict(sampler)), prompt=kwargs.get("prompt"), label=kwargs.get("label"),
                             negative_prompt=kwargs.get("negative_prompt"), n=kwargs["n"], frames=kwargs.get("frames"))
     return {
@@ -185,6 +211,12 @@ def settings_record(info: ModelInfo, sampler: SamplerConfig, kwargs: dict, image
         "seconds": round(seconds, 3),
         "command": cmd,
     }
+
+
+def checkpoint_name(info: ModelInfo) -> str:
+    """The checkpoint as the reproduce command names it: relative to the working folder, else models-folder/name (never absolute)."""
+    rel = os.path.relpath(info.path)
+    return rel if not rel.startswith("..") else f"{info.path.parent.name}/{info.path.name}" if info.name == info.path.name else info.name
 
 
 def grid(images: torch.Tensor | np.ndarray, scale: int = 1) -> np.ndarray:
@@ -206,12 +238,22 @@ def write_gif(video: torch.Tensor, folder: str | Path, scale: int = 1, fps: int 
     return write_video(frames, name, fps=fps)
 
 
+def write_mp4(video: torch.Tensor, folder: str | Path, scale: int = 1, fps: int = 4) -> Path:
+    """uint8 ``(B,3,T,H,W)`` -> an H.264 MP4 of the sample grid (even sides), playable in any browser."""
+    nrow = math.ceil(math.sqrt(len(video)))
+    frames = torch.stack([tile(video[:, :, t], nrow=nrow, scale=scale, pad_value=40, even=True) for t in range(video.shape[2])])
+    fd, name = tempfile.mkstemp(suffix=".mp4", prefix="mmgen-", dir=folder)
+    os.close(fd)
+    return write_video(frames, name, fps=fps)
+
+
 def _to_numpy(images: torch.Tensor) -> np.ndarray:
     """(B,3,H,W) -> (B,H,W,3); (B,3,T,H,W) -> (B,T,H,W,3)."""
     return images.movedim(1, -1).contiguous().numpy()
 
 
-def generate(registry: ModelRegistry, req: Request, video: bool = False, limits: Limits | None = None, min_interval: float = 0.1) -> Iterator[Update]:
+def generate(registry: ModelRegistry, req: Request, video: bool = False, limits: Limits | None = None, min_interval: float = 0.1,
+             image_interval: float = 0.0) -> Iterator[Update]:
     """Validate, then yield partial updates in step order and one final update with the settings.
 
     Raises:
@@ -219,27 +261,20 @@ def generate(registry: ModelRegistry, req: Request, video: bool = False, limits:
     """
     info = registry.info(req.model)
     if info.video != video:
-        want = "text-to-video" if video else "image"
-        raise InputError(f"model {info.name!r} is not a {want} model; pick one from this tab's list")
+        want = "video" if video else "image"
+        raise InputError(f"the model {info.name!r} does not make {want}s; pick one from this tab's list")
     validate(req, info, None, limits)  # cheap checks before any weights are loaded
     pipe = registry.get(info.name)
     sampler, kwargs = validate(req, info, pipe, limits)
     try:
-        for item in stream_pipeline(pipe, sampler=sampler, min_interval=min_interval, **kwargs):
+        for item in stream_pipeline(pipe, sampler=sampler, min_interval=min_interval, image_interval=image_interval, **kwargs):
             if isinstance(item, Partial):
                 yield Update(item.step, item.total, None if item.images is None else _to_numpy(item.images))
             elif isinstance(item, Done):
                 settings = settings_record(info, sampler, kwargs, item.images, item.seconds)
                 yield Update(1, 1, _to_numpy(item.images), final=True, settings=settings)
     except ValueError as e:  # the pipeline's own checks (design.md §6: they name the bad value)
-        raise InputError(str(e)) from None
-
-
-def example_prompts(n_one: int = 5, n_two: int = 3, seed: int = 7) -> list[str]:
-    """Clickable examples from the ``shapes`` caption grammar (one- and two-object scenes)."""
-    from mmgen.eval.generation import shapes_prompts
-
-    return shapes_prompts(n_one, 1, seed) + shapes_prompts(n_two, 2, seed)
+        raise InputError(user_message(e)) from None
 
 
 def save_png(image: np.ndarray, folder: str | Path) -> str:
@@ -274,12 +309,3 @@ def prune(folder: str | Path, max_age_s: float = 600) -> None:
                 p.unlink()
         except OSError:
             pass
-
-
-def video_example_prompts(n: int = 4, seed: int = 7) -> list[str]:
-    """Examples in the ``shapes-video`` caption grammar ("a red circle moving right")."""
-    from mmgen.data import shapes
-
-    rng = np.random.default_rng(seed)
-    colors, dirs = list(shapes.COLORS), ["left", "right", "up", "down"]
-    return [f"a {rng.choice(colors)} {rng.choice(shapes.SHAPES)} moving {rng.choice(dirs)}" for _ in range(n)]

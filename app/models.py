@@ -9,6 +9,7 @@ request.
 from __future__ import annotations
 
 import json
+import re
 import struct
 import threading
 from collections import OrderedDict
@@ -19,20 +20,26 @@ from typing import Any
 from mmgen import SHIPPED
 from mmgen.modeling import count_params, module_class
 from mmgen.pipeline import recommended_sampler, sampler_fields
-from mmgen.sampling import SamplerConfig
+from mmgen.sampler import SamplerConfig
 
-__all__ = ["ModelInfo", "ModelRegistry", "InputError", "scan", "describe_folder"]
-PREFERRED = ("shapes-var",)  # selected when the page opens: the quickstart's model, fastest to stream
+__all__ = ["ModelInfo", "ModelRegistry", "InputError", "scan", "describe_folder", "without_paths"]
+PREFERRED = ("shapes-var", "shapes-video-nbp")  # selected when the page opens: the quickstart's model and the fastest video model
 MAX_DEPTH = 3  # models_dir/run/model/config.json is the deepest layout a training run writes
 
-PARADIGMS = {  # generator class -> what the picker calls it
+PARADIGMS = {  # generator class -> what the picker calls it (the README's names)
     "VARGenerator": "VAR next-scale",
-    "RasterGenerator": "raster next-token (LlamaGen)",
+    "RasterGenerator": "raster next-token",
     "RARGenerator": "RAR random-order next-token",
     "XARGenerator": "xAR next-entity (flow head)",
     "NBPGenerator": "NBP next-block",
-    "Emu3Generator": "Emu3 next-token (text in sequence)",
+    "UnifiedGenerator": "Emu3-style unified",
 }
+_PATH = re.compile(r"(?<![\w.:/])(?:[A-Za-z]:)?[/\\](?:[\w.\-]+[/\\])+([\w.\-]+)")
+
+
+def without_paths(text: str) -> str:
+    """A message for the page: every absolute path shortened to its last part (the page never shows where files live)."""
+    return _PATH.sub(lambda m: m.group(1), text)
 
 
 class InputError(ValueError):
@@ -61,6 +68,8 @@ class ModelInfo:
     flextok: bool = False  # truncatable 1D tokens: a token budget applies
     recommended: SamplerConfig = field(default_factory=SamplerConfig)  # sampler.json, read by the pipeline's one reader
     sampler_fields: tuple[str, ...] = ()  # the SamplerConfig fields this generator uses
+    block: str = ""  # NBP: "token" is the token-by-token baseline, else a block per pass
+    grammar: bool = False  # a closed text vocabulary: the shapes worlds' caption grammar applies
 
     @property
     def ok(self) -> bool:
@@ -68,7 +77,16 @@ class ModelInfo:
 
     @property
     def paradigm(self) -> str:
-        return PARADIGMS.get(self.generator, self.generator.removesuffix("Generator") or "?")
+        if self.generator == "NBPGenerator" and self.block == "token":
+            return "token by token"
+        name = PARADIGMS.get(self.generator, self.generator.removesuffix("Generator") or "?")
+        tokens = {"sequence": " over FlexTok 1D tokens", "segments": " over subobject segments"}.get(self.layout.get("type", ""), "")
+        return name + tokens
+
+    @property
+    def experimental(self) -> bool:
+        """The README calls the FlexTok-style model experimental (low judge accuracy)."""
+        return "flextok" in self.tokenizer.lower() or self.layout.get("type") == "sequence"
 
     @property
     def streaming(self) -> str:
@@ -84,20 +102,20 @@ class ModelInfo:
         if not self.ok:
             return f"{self.name} (unusable: {self.problem[:60]})"
         kind = "text-to-video" if self.video else {"text": "text-to-image", "class": "class-conditional"}.get(self.cond, "unconditional")
-        tag = ", shipped" if self.shipped else ""
+        tag = " · experimental" if self.experimental else ""
         return f"{self.name} · {self.paradigm} · {kind} · {self.params / 1e6:.1f}M{tag}"
 
     def markdown(self) -> str:
         if not self.ok:
             return f"**{self.name}** cannot be used: {self.problem}"
         cond = {"text": "text prompt", "class": f"class label 0–{self.num_classes - 1} (no prompt)", "none": "none"}.get(self.cond, self.cond)
-        rows = [("paradigm", self.paradigm), ("tokenizer", self.tokenizer), ("size", f"{self.params / 1e6:.2f}M parameters"),
+        rows = [("paradigm", self.paradigm + (" (experimental)" if self.experimental else "")), ("tokenizer", self.tokenizer), ("size", f"{self.params / 1e6:.2f}M parameters"),
                 ("output", f"{self.image_size}×{self.image_size}" + (f", {self.frames} frames" if self.video else "")),
                 ("condition", cond), ("streaming", self.streaming)]
         defaults = {f.name: f.default for f in fields(SamplerConfig)}
         shown = {k: v for k, v in asdict(self.recommended).items()
                  if k in self.sampler_fields and k != "seed" and (v != defaults[k] or k in ("cfg_scale", "temperature"))}
-        rows.append(("recommended sampler", ", ".join(f"{k}={v}" for k, v in shown.items())))
+        rows.append(("recommended sampler", ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in shown.items())))
         return "\n".join([f"| model | {self.name} |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows])
 
 
@@ -121,6 +139,8 @@ def describe_folder(path: Path, name: str, shipped: bool = False) -> ModelInfo:
         # video: a (t, h, w) layout, an explicit flag, or a frame count in the config
         info.video = bool(cfg.get("video") or "t" in info.layout or info.layout.get("type") in ("frames", "video") or cfg.get("frames"))
         info.frames = int(cfg.get("frames") or info.layout.get("t") or 0)
+        info.block = str(cfg.get("block", ""))
+        info.grammar = info.cond == "text" and bool(cfg.get("text_vocab"))
         info.sampler_fields = sampler_fields(module_class(info.generator))  # all fields until the generator declares its own
         heads = json.dumps({k: v for k, v in cfg.items() if "head" in k}).lower()
         info.flow = "flow_steps" in info.sampler_fields and ("flow" in heads or info.generator in ("XARGenerator",))
@@ -129,12 +149,12 @@ def describe_folder(path: Path, name: str, shipped: bool = False) -> ModelInfo:
     except FileNotFoundError as e:
         info.problem = f"missing {Path(e.filename).relative_to(path) if e.filename else 'file'}"
     except (ValueError, KeyError, TypeError, struct.error, OSError) as e:
-        info.problem = f"corrupt: {e}"
+        info.problem = without_paths(f"corrupt: {e}")
     return info
 
 
 def scan(models_dir: str | Path) -> list[ModelInfo]:
-    """Every generator folder under ``models_dir`` (depth <= 3): shipped first, text-conditional first, then by name."""
+    """Every generator folder under ``models_dir`` (depth <= 3): shipped first, experimental last, text-conditional first, then by name."""
     root = Path(models_dir)
     if not root.is_dir():
         return []
@@ -152,7 +172,7 @@ def scan(models_dir: str | Path) -> list[ModelInfo]:
             walk(sub, depth + 1)
 
     walk(root, 0)
-    return sorted(found, key=lambda m: (not m.shipped, m.cond != "text", m.name))
+    return sorted(found, key=lambda m: (not m.shipped, m.experimental, m.cond != "text", m.name))
 
 
 class ModelRegistry:
@@ -193,28 +213,28 @@ class ModelRegistry:
 
     def info(self, name: str | None) -> ModelInfo:
         if not name:
-            raise InputError(f"choose a model (none found under {self.models_dir})" if not self._infos else "choose a model")
+            raise InputError("choose a model (none was found in the models folder)" if not self._infos else "choose a model")
         if name not in self._infos:  # page input is only ever a key of this dict
-            raise InputError(f"unknown model {name!r}; available: {sorted(self._infos)}")
+            raise InputError(f"unknown model {name!r}; available: {', '.join(sorted(self._infos))}")
         return self._infos[name]
 
     def get(self, name: str):
         """The loaded pipeline for ``name`` (loaded once, then shared); InputError if unusable."""
         info = self.info(name)
         if not info.ok:
-            raise InputError(f"checkpoint {name!r} cannot be used: {info.problem}")
+            raise InputError(f"the checkpoint {name!r} cannot be used: {info.problem}")
         with self._lock:  # one loader at a time: a model is never loaded twice
             if name in self._loaded:
                 self._loaded.move_to_end(name)
                 return self._loaded[name]
             if not info.path.is_dir():
-                raise InputError(f"checkpoint folder {name!r} no longer exists under {self.models_dir}; rescan the models")
+                raise InputError(f"the checkpoint {name!r} no longer exists in the models folder; rescan the models (Advanced)")
             from mmgen.pipeline import Pipeline
 
             try:
                 pipe = Pipeline.from_pretrained(info.path, device=self.device)
             except Exception as e:  # corrupt weights, mismatched shapes, ... : a message, not a crash
-                raise InputError(f"checkpoint {name!r} could not be loaded: {type(e).__name__}: {e}") from e
+                raise InputError(without_paths(f"the checkpoint {name!r} could not be loaded: {e}")) from e
             self._loaded[name] = pipe
             while len(self._loaded) > self.max_loaded:
                 self._loaded.popitem(last=False)

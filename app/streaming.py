@@ -83,21 +83,26 @@ def _wants_image(tokens: Any, step: int, total: int) -> bool:
     return True
 
 
-def stream_pipeline(pipe: Any, min_interval: float = 0.1, **kwargs: Any) -> Iterator[Partial | Done]:
+def stream_pipeline(pipe: Any, min_interval: float = 0.1, image_interval: float = 0.0, **kwargs: Any) -> Iterator[Partial | Done]:
     """Run ``pipe(**kwargs, callback=...)`` in a thread; yield ``Partial`` updates in step order, then ``Done``.
 
     Progress-only updates (no image) are thinned to one per ``min_interval`` seconds; partial
-    images and the last step always come through. Exceptions of the pipeline re-raise here.
+    images to one per ``image_interval`` seconds (decoding each step of a 128-step clip would
+    cost more than sampling it); the last step always comes through. Exceptions of the pipeline
+    re-raise here.
     """
     updates: queue.Queue = queue.Queue()
     stop = threading.Event()
-    last = [0.0]
+    last, last_image = [0.0], [0.0]
 
     def callback(step: int, total: int, tokens: Tokens) -> None:
         if stop.is_set():
             raise Cancelled
-        images = decode_partial(pipe, tokens, step, total) if _wants_image(tokens, step, total) else None
+        wanted = _wants_image(tokens, step, total) and (step == total or time.perf_counter() - last_image[0] >= image_interval)
+        images = decode_partial(pipe, tokens, step, total) if wanted else None
         now = time.perf_counter()
+        if images is not None:
+            last_image[0] = now
         if images is None and step < total and now - last[0] < min_interval:
             return
         last[0] = now

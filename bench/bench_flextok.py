@@ -78,7 +78,7 @@ def monotone(values: list[float]) -> bool:
 def load_pipe(path: str):
     import mmgen
     from mmgen.pipeline import SAMPLER_FILE
-    from mmgen.sampling import SamplerConfig
+    from mmgen.sampler import SamplerConfig
 
     pipe = mmgen.load(path)  # reads the folder's sampler.json into pipe.sampler
     return pipe, pipe.sampler if (pipe.path / SAMPLER_FILE).is_file() else SamplerConfig(cfg_scale=1.5, temperature=0.6)

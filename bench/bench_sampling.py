@@ -18,7 +18,7 @@ from mmgen.bench.compare import time_pipeline  # shared with `mmgen bench compar
 from mmgen.modeling import write_json_atomic
 from mmgen.models.base import tokenizer_overrides
 from mmgen.pipeline import Pipeline
-from mmgen.sampling import SamplerConfig
+from mmgen.sampler import SamplerConfig
 
 
 def build(gen_name: str, tok_name: str, dim: int = 0) -> Pipeline:

@@ -33,7 +33,7 @@ from mmgen.models.base import takes_progress, tokenizer_overrides
 from mmgen.nn.attention import BACKENDS, current_backend
 from mmgen.nn.transformer import Transformer, compile_blocks
 from mmgen.pipeline import Pipeline
-from mmgen.sampling import SamplerConfig
+from mmgen.sampler import SamplerConfig
 
 # (paradigm, generator, tokenizer, world spec); reference sizes as in the papers (256 px ImageNet-class models).
 SETUPS = {

@@ -25,7 +25,7 @@ import mmgen
 from mmgen.bench.compare import time_pipeline
 from mmgen.eval.generation import judge_pipeline
 from mmgen.modeling import write_json_atomic
-from mmgen.sampling import SamplerConfig
+from mmgen.sampler import SamplerConfig
 
 SAMPLER = SamplerConfig(cfg_scale=1.5, cfg_schedule="constant", temperature=1.0, flow_steps=25, seed=0)
 

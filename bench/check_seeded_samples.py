@@ -48,7 +48,7 @@ def _runs(folder: Path, kw: dict) -> dict[str, dict]:
 
 def record(folder: Path) -> dict:
     from mmgen.pipeline import Pipeline, to_uint8
-    from mmgen.sampling import SamplerConfig
+    from mmgen.sampler import SamplerConfig
 
     pipe = Pipeline.from_pretrained(folder)
     gen, tok = pipe.generator, pipe.tokenizer

@@ -26,13 +26,12 @@ from typing import Any, Mapping, Sequence
 import torch
 import yaml
 
-from mmgen.sampling import SamplerConfig
+from mmgen.sampler import SamplerConfig
 
 __all__ = ["Backbone", "Paradigm", "WorldSetup", "PARADIGMS", "WORLDS", "register_paradigm", "resolve_paradigms",
            "run_comparison", "time_pipeline", "fid_column"]
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = REPO / "checkpoints"
 RECIPES = REPO / "train" / "recipes"
 
 

@@ -23,7 +23,7 @@ import torch
 
 from mmgen.convert.generators import convert_generator
 from mmgen.models.base import Condition
-from mmgen.sampling import SamplerConfig
+from mmgen.sampler import SamplerConfig
 from mmgen.tokens import Tokens
 
 TOL = 1e-4

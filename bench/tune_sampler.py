@@ -20,7 +20,7 @@ import mmgen
 from mmgen.eval.generation import digits_accuracy, judge_pipeline
 from mmgen.eval.video_judge import judge_video_pipeline
 from mmgen.pipeline import export_pipeline
-from mmgen.sampling import SamplerConfig
+from mmgen.sampler import SamplerConfig
 
 VALIDATION_SEED = 4242
 

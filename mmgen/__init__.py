@@ -17,7 +17,7 @@ SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"  # the checkpoi
 
 _LAZY = {
     "create_generator": "mmgen.registry", "create_model": "mmgen.registry", "create_tokenizer": "mmgen.registry",
-    "list_models": "mmgen.registry", "Pipeline": "mmgen.pipeline", "SamplerConfig": "mmgen.sampling",
+    "list_models": "mmgen.registry", "Pipeline": "mmgen.pipeline", "SamplerConfig": "mmgen.sampler",
     "Tokens": "mmgen.tokens", "GridLayout": "mmgen.tokens", "ScalesLayout": "mmgen.tokens",
 }
 

@@ -116,58 +116,18 @@ def _write_result(res: dict, path: str | None, default: str) -> None:
 
 
 def _eval_fid(args: argparse.Namespace) -> None:
-    import time
-    from dataclasses import asdict
+    from mmgen.eval.fid_record import fid_record
 
-    import torch
-
-    from mmgen.eval import fid as F
-    from mmgen.eval.inception import InceptionFeatures, file_sha256
-
-    t0 = time.perf_counter()
-    res: dict = {"metric": "fid"}
-    images = stats = None
-    src = Path(args.samples) if args.samples else None
-    if src is not None and not src.is_file():
-        images = F.ImageFiles(src)  # a missing or empty folder fails before the network loads
-    elif src is not None and args.inception_score:
-        raise ValueError("--inception-score needs sample images, not statistics")
-    extractor = F.default_extractor(args.device) if args.inception is None else InceptionFeatures(args.inception, device=args.device)
-    if args.inception_score:
-        extractor.logits(torch.zeros(1, extractor.dims))  # no classifier head: say so before any work
-    if src is not None:
-        if images is None:  # statistics or an ADM sample batch
-            stats = F.FIDStats.load(src, extractor, args.batch_size)
-            res["samples"], size = {**stats.meta, "images": stats.n}, None
-        else:
-            size = images[0].shape[-1]
-            res["samples"] = {"folder": str(src.resolve()), "images": len(images)}
-            sidecar = src.with_suffix(".json")  # written by `mmgen sample` beside its image folder
-            if sidecar.is_file():
-                meta = json.loads(sidecar.read_text())
-                res["samples"].update({k: meta[k] for k in ("checkpoint", "model", "sampler") if k in meta}, settings_file=str(sidecar.resolve()))
-        name = src.stem
-    else:
+    pipe = sampler = None
+    if not args.samples:
         import mmgen
 
         pipe = mmgen.load(args.ckpt, device=args.device)
         sampler = _sampler(args, pipe)
-        images, cond = F.checkpoint_samples(pipe, args.n, sampler, objects=args.objects, batch_size=args.batch_size)
-        size = pipe.config.image_size
-        res["samples"] = {"checkpoint": str(pipe.path.resolve()), "model": pipe.describe(), "model_sha256": file_sha256(pipe.path / "model.safetensors"),
-                          "tokenizer_sha256": file_sha256(pipe.path / "tokenizer" / "model.safetensors"), "sampler": asdict(sampler), "images": len(images), **cond}
-        name = pipe.path.name
-    ref = F.reference_stats(args.ref, extractor, size=args.ref_size or size, n=args.n_ref, split=args.ref_split, cache_dir=args.cache, batch_size=args.batch_size)
-    if stats is None:
-        feats = F.extract_features(images, extractor, args.batch_size)
-        stats = F.FIDStats.from_features(feats, extractor.protocol, res["samples"])
-        if args.inception_score:
-            res["inception_score"], res["inception_score_std"] = F.inception_score_from_logits(extractor.logits(torch.from_numpy(feats)), splits=args.splits)
-    if args.save_stats:
-        stats.save(args.save_stats)
-    res.update(fid=ref.fid(stats), n=stats.n, n_ref=ref.n, reference={"spec": str(args.ref), **ref.meta, "protocol": ref.protocol},
-               inception=extractor.identity(), protocol=extractor.protocol, seconds=round(time.perf_counter() - t0, 1))
-    _write_result(res, args.json, f"out/eval/fid-{name}-n{stats.n}.json")
+    res, name = fid_record(args.ref, samples=args.samples, pipe=pipe, sampler=sampler, n=args.n, objects=args.objects, inception=args.inception,
+                           device=args.device, inception_score=args.inception_score, splits=args.splits, ref_size=args.ref_size, n_ref=args.n_ref,
+                           ref_split=args.ref_split, cache_dir=args.cache, batch_size=args.batch_size, save_stats=args.save_stats)
+    _write_result(res, args.json, f"out/eval/fid-{name}-n{res['n']}.json")
 
 
 def _eval_recon(args: argparse.Namespace) -> None:
@@ -191,7 +151,7 @@ def _eval_recon(args: argparse.Namespace) -> None:
 
 def _bench_compare(args: argparse.Namespace) -> None:
     from mmgen.bench.compare import Backbone, run_comparison
-    from mmgen.sampling import SamplerConfig
+    from mmgen.sampler import SamplerConfig
 
     names = args.paradigms.split(",") if args.paradigms else None
     out = args.out or f"runs/compare-{args.world}"

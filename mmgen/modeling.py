@@ -7,6 +7,7 @@ unpickling anything.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -58,7 +59,7 @@ class ConfigModule(nn.Module):
             config = from_dict(self.config_class, config)
         if not isinstance(config, self.config_class):
             raise TypeError(f"{type(self).__name__} expects {self.config_class.__name__}, got {type(config).__name__}")
-        self.config = config
+        self.config = copy.deepcopy(config)  # subclasses may complete their own copy; the caller's config stays as given
 
     def num_params(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
@@ -165,7 +166,7 @@ class atomic_dir:
             return
         umask = os.umask(0)
         os.umask(umask)
-        for root, dirs, files in os.walk(self.tmp):  # mkdtemp/safetensors create private modes
+        for root, _dirs, files in os.walk(self.tmp):  # mkdtemp/safetensors create private modes
             os.chmod(root, 0o777 & ~umask)
             for f in files:
                 os.chmod(os.path.join(root, f), 0o666 & ~umask)

@@ -31,7 +31,7 @@ from huggingface_hub import ModelHubMixin, snapshot_download
 from mmgen.images import from_uint8, to_uint8
 from mmgen.model_card import DOC_FILES, model_card
 from mmgen.modeling import atomic_dir, load_module, read_config
-from mmgen.sampling import SamplerConfig
+from mmgen.sampler import SamplerConfig
 from mmgen.tokens import FramesLayout
 
 __all__ = ["Pipeline", "save_pipeline", "export_pipeline", "recommended_sampler", "sampler_fields", "to_uint8", "SAMPLER_FILE", "SAMPLER_PRESETS_FILE", "SAMPLER_FIELDS"]

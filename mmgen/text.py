@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-__all__ = ["TextTokenizer", "bpe", "compact_vocab", "WordGrammar", "GrammarConstraint"]
+__all__ = ["TextTokenizer", "short_text", "bpe", "compact_vocab", "WordGrammar", "GrammarConstraint"]
 
 PAD, SOT, EOT = 0, 1, 2  # compact ids of the special tokens
 _N_SPECIAL = 3
@@ -35,6 +35,11 @@ def compact_vocab(texts: Iterable[str]) -> list[int]:
     for t in texts:
         ids.update(bpe().encode(t))
     return sorted(ids)
+
+
+def short_text(text: str, limit: int = 80) -> str:
+    """``text`` as is, or its start and its length when it is long (error messages never repeat a 10k-char prompt)."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 class TextTokenizer:
@@ -70,12 +75,12 @@ class TextTokenizer:
             unknown = [i for i in ids if i not in self._remap]
             if unknown:
                 words = sorted({bpe().decode([i]).strip() for i in unknown})
-                raise ValueError(f"prompt {text!r} uses words outside this model's text vocabulary: {words}")
+                raise ValueError(f"prompt {short_text(text)!r} uses words outside this model's text vocabulary: {words}")
             ids = [self._remap[i] for i in ids]
         ids = [self.sot, *ids, self.eot]
         if len(ids) > self.context_len:
             raise ValueError(
-                f"prompt {text!r} is {len(ids)} tokens long (with start/end), but the model's text context "
+                f"prompt {short_text(text)!r} is {len(ids)} tokens long (with start/end), but the model's text context "
                 f"holds {self.context_len}; shorten the prompt"
             )
         return ids + [self.pad] * (self.context_len - len(ids))
@@ -169,17 +174,3 @@ class GrammarConstraint:
             return memo[state]
 
         return longest("start")
-
-
-# Names that moved to mmgen.data.shapes_text (the shapes worlds' words); still reachable here for
-# the model presets that import them from this module. Looked up on use, so importing mmgen.text
-# never imports the data worlds.
-_MOVED_TO_SHAPES_TEXT = ("shapes_text_vocab", "shapes_caption_grammar", "video_caption_grammar")
-
-
-def __getattr__(name: str):
-    if name in _MOVED_TO_SHAPES_TEXT:
-        from mmgen.data import shapes_text
-
-        return getattr(shapes_text, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

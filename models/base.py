@@ -7,7 +7,6 @@ inherit the rest from here.
 """
 from __future__ import annotations
 
-import copy
 import inspect
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, ClassVar, Literal, Sequence
@@ -18,7 +17,7 @@ from torch import nn
 from mmgen.modeling import ConfigModule
 from mmgen.models.decoding import Decode, decode
 from mmgen.nn.transformer import TransformerConfig
-from mmgen.sampling import DECODING_FIELDS, SamplerConfig
+from mmgen.sampler import DECODING_FIELDS, SamplerConfig
 from mmgen.text import TextTokenizer
 from mmgen.tokens import FramesLayout, Layout, Tokens, layout_from_dict
 
@@ -147,8 +146,7 @@ class Generator(ConfigModule):
     embeds_condition: ClassVar[bool] = True  # False: the model embeds its condition itself (the unified model)
 
     def __init__(self, config: GeneratorConfig) -> None:
-        super().__init__(config)
-        self.config = copy.deepcopy(self.config)  # subclasses may complete their own copy; the caller's config stays as given
+        super().__init__(config)  # a copy of config: subclasses may complete it
         self.layout: Layout = layout_from_dict(self.config.layout)
         self.cond_embed = CondEmbedder(self.config, embed=self.embeds_condition)
         self._tokenizer = None

@@ -27,7 +27,7 @@ import torch
 
 from mmgen.nn.kv_cache import KVCache
 from mmgen.nn.masks import Mask
-from mmgen.sampling import SamplerConfig, cfg_scale_at, guide
+from mmgen.sampler import SamplerConfig, cfg_scale_at, guide
 
 __all__ = ["Decode", "decode", "run_in_groups"]
 

@@ -27,13 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmgen.data.shapes_text import shapes_text_vocab
 from mmgen.models.base import Condition, Generator, GeneratorConfig
 from mmgen.models.decoding import Decode, run_in_groups
 from mmgen.nn.masks import BlockCausal
 from mmgen.nn.transformer import Transformer
 from mmgen.registry import register_preset
-from mmgen.sampling import CATEGORICAL_FIELDS, DECODING_FIELDS, GUIDANCE_FIELDS, SamplerConfig, sample_logits
-from mmgen.text import shapes_text_vocab
+from mmgen.sampler import CATEGORICAL_FIELDS, DECODING_FIELDS, GUIDANCE_FIELDS, SamplerConfig, sample_logits
 from mmgen.tokens import FramesLayout, Tokens
 
 __all__ = ["NBPConfig", "NBPGenerator", "parse_block", "block_order", "frame_positions", "check_clip_length"]

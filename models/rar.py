@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from mmgen.data.shapes_text import shapes_text_vocab
 from mmgen.models.base import Condition
 from mmgen.models.raster import _TINY, RasterConfig, RasterGenerator
 from mmgen.registry import register_preset
-from mmgen.text import shapes_text_vocab
 from mmgen.tokens import Tokens
 
 __all__ = ["RARConfig", "RARGenerator", "permute_probability", "rar_official_transformer", "RAR_SIZES", "RAR_OFFICIAL"]

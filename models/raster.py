@@ -24,15 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmgen.data.shapes_text import shapes_text_vocab
+from mmgen.models.base import CondEmbedder, Condition, Generator, GeneratorConfig
+from mmgen.models.decoding import Decode
 from mmgen.nn.layers import swiglu_hidden
 from mmgen.nn.masks import Causal
 from mmgen.nn.transformer import Transformer
 from mmgen.registry import register_preset
-from mmgen.sampling import CATEGORICAL_FIELDS, DECODING_FIELDS, GUIDANCE_FIELDS, SamplerConfig, sample_logits
+from mmgen.sampler import CATEGORICAL_FIELDS, DECODING_FIELDS, GUIDANCE_FIELDS, SamplerConfig, sample_logits
 from mmgen.tokens import GridLayout, SegmentsLayout, SequenceLayout, Tokens
-from mmgen.models.base import CondEmbedder, Condition, Generator, GeneratorConfig
-from mmgen.models.decoding import Decode
-from mmgen.text import shapes_text_vocab
 
 __all__ = ["RasterConfig", "RasterGenerator", "StartTokenCondEmbedder", "llamagen_official_transformer", "LLAMAGEN_SIZES", "LLAMAGEN_OFFICIAL",
            "grid_positions", "sequence_positions", "llamagen_positions"]

@@ -26,14 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmgen.data.shapes_text import shapes_caption_grammar, shapes_text_vocab
 from mmgen.models.base import Condition, Generator, GeneratorConfig
 from mmgen.models.decoding import Decode, decode, run_in_groups
 from mmgen.models.nbp import check_clip_length
 from mmgen.nn.masks import Causal
 from mmgen.nn.transformer import Transformer
 from mmgen.registry import register_preset
-from mmgen.sampling import CATEGORICAL_FIELDS, DECODING_FIELDS, GUIDANCE_FIELDS, SamplerConfig, sample_logits
-from mmgen.text import GrammarConstraint, shapes_caption_grammar, shapes_text_vocab
+from mmgen.sampler import CATEGORICAL_FIELDS, DECODING_FIELDS, GUIDANCE_FIELDS, SamplerConfig, sample_logits
+from mmgen.text import GrammarConstraint
 from mmgen.tokens import FramesLayout, Tokens
 
 __all__ = ["UnifiedConfig", "UnifiedGenerator", "TaskBatch", "SPECIALS", "TASKS"]

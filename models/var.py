@@ -15,14 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmgen.data.shapes_text import shapes_text_vocab
 from mmgen.models.base import CondEmbedder, Condition, Generator, GeneratorConfig
 from mmgen.models.decoding import Decode
 from mmgen.nn.losses import linear_cross_entropy
 from mmgen.nn.masks import BlockCausal
 from mmgen.nn.transformer import Transformer
 from mmgen.registry import register_preset
-from mmgen.sampling import CATEGORICAL_FIELDS, DECODING_FIELDS, GUIDANCE_FIELDS, SamplerConfig, sample_logits
-from mmgen.text import shapes_text_vocab
+from mmgen.sampler import CATEGORICAL_FIELDS, DECODING_FIELDS, GUIDANCE_FIELDS, SamplerConfig, sample_logits
 from mmgen.tokens import ScalesLayout, Tokens
 
 __all__ = ["VARConfig", "VARGenerator", "PooledOnlyCondEmbedder", "scale_positions", "var_official_transformer", "VAR_OFFICIAL"]

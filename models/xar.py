@@ -31,14 +31,14 @@ import torch
 from einops import repeat
 from torch import nn
 
+from mmgen.data.shapes_text import shapes_text_vocab
 from mmgen.models.base import Condition, Generator, GeneratorConfig
 from mmgen.models.decoding import Decode, run_in_groups
 from mmgen.models.entities import EntitySchedule, parse_entities
-from mmgen.models.flow_head import FlowHead, TimestepEmbedder, interpolate, solve_flow
+from mmgen.nn.flow import FlowHead, TimestepEmbedder, interpolate, solve_flow
 from mmgen.nn.transformer import Transformer
 from mmgen.registry import register_preset
-from mmgen.sampling import DECODING_FIELDS, FLOW_FIELDS, GUIDANCE_FIELDS, SamplerConfig
-from mmgen.text import shapes_text_vocab
+from mmgen.sampler import DECODING_FIELDS, FLOW_FIELDS, GUIDANCE_FIELDS, SamplerConfig
 from mmgen.tokens import Tokens
 
 __all__ = ["XARConfig", "XARGenerator"]

@@ -14,7 +14,7 @@ import mmgen
 from mmgen.app import handlers as H
 from mmgen.app.models import InputError, ModelRegistry, scan
 from mmgen.app.streaming import GREY, stream_pipeline
-from mmgen.sampling import SamplerConfig
+from mmgen.sampler import SamplerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "checkpoints"
@@ -77,41 +77,78 @@ def test_model_loads_once_and_is_shared(registry):
 
 # --- validation -------------------------------------------------------------------------------
 
+@pytest.fixture(scope="module")
+def free_text(registry):
+    """shapes-var as a model without the shapes grammar (a free-text model): only its tokenizer checks the prompt."""
+    from dataclasses import replace
+
+    info = replace(registry.info("shapes-var"), name="free-text", grammar=False)
+    registry.put(info, registry.get("shapes-var"))
+    return "free-text"
+
+
+INTERNAL = ("cfg_scale", "top_k", "top_p", "[None", "prompt: prompt", "Error:")
+
+
 @pytest.mark.parametrize("kw, message", [
     (dict(prompt="   "), "prompt is empty"),
-    (dict(prompt=" ".join(["a large red circle at the top left and"] * 4)), "text context"),
-    (dict(prompt="a purple elephant"), "outside this model's text vocabulary"),
+    (dict(prompt="a purple elephant"), "'purple' does not fit after 'a'; the size can be: small, large"),
+    (dict(prompt="a large purple circle at the top left"), "the colour can be: red, green, blue, yellow, magenta, cyan, white"),
+    (dict(prompt="a large red circle at the top"), None),  # valid: 'top' alone is a position
+    (dict(prompt="a large red circle"), "stops early: after 'a large red circle' comes the 'at'"),
+    (dict(prompt="a red circle moving right"), "'red' does not fit"),  # a video prompt on an image model
     (dict(prompt="x" * 600), "at most 500"),
-    (dict(negative_prompt="a purple elephant"), "negative prompt"),
-    (dict(top_p=0), r"top-p must be in \(0, 1\]"),
-    (dict(top_p=1.5), r"top-p must be in \(0, 1\]"),
-    (dict(cfg_scale=-1), "cfg_scale must be >= 0"),
-    (dict(cfg_scale=1e9), "CFG scale must be in"),
+    (dict(negative_prompt="a purple elephant"), "the negative prompt: 'purple'"),
+    (dict(top_p=0), r"top-p must be above 0 and at most 1"),
+    (dict(top_p=1.5), r"top-p must be above 0 and at most 1"),
+    (dict(cfg_scale=-1), "the CFG scale must be between 0 and 50, got -1"),
+    (dict(cfg_scale=1e9), "the CFG scale must be between 0 and 50, got 1000000000"),
     (dict(temperature=0), "temperature must be > 0"),
-    (dict(top_k=-3), "top-k must be in"),
-    (dict(n=0), "number of samples must be in"),
-    (dict(n=100000), "number of samples must be in"),
+    (dict(temperature=100), "the temperature must be between 0 and 10, got 100"),
+    (dict(top_k=-3), "the top-k must be between 0 and 1000000"),
+    (dict(n=0), "the number of samples must be between 1 and 64"),
+    (dict(n=100000), "the number of samples must be between 1 and 64"),
     (dict(n=2.5), "whole number"),
-    (dict(n=None), "number of samples is required"),
-    (dict(seed=-1), "seed must be in"),
+    (dict(n=None), "the number of samples is required"),
+    (dict(seed=-1), "the seed must be between 0 and 4294967295"),
+    (dict(seed=1.5), r"the seed must be a whole number, got 1\.5"),  # never rounded to 2
     (dict(temperature=float("nan")), "finite"),
     (dict(cfg_scale="abc"), "must be a number"),
-    (dict(cfg_schedule="cosine"), "CFG schedule must be one of"),
-    (dict(model="nope"), "unknown model"),
+    (dict(cfg_schedule="cosine"), "the CFG schedule must be one of constant, "),
+    (dict(model="nope"), "unknown model 'nope'; available: digits-raster, "),
     (dict(model=None), "choose a model"),
 ])
 def test_bad_input_gets_a_clear_message(registry, kw, message):
-    with pytest.raises(InputError, match=message):
+    if message is None:
+        sampler, kwargs = H.validate(req(**kw), registry.info("shapes-var"), registry.get("shapes-var"))
+        assert kwargs["prompt"] == kw["prompt"]
+        return
+    with pytest.raises(InputError, match=message) as err:
         list(H.generate(registry, req(**kw)))
+    assert not any(word in str(err.value) for word in INTERNAL), str(err.value)
+
+
+def test_a_free_text_model_reports_its_tokenizer_limits(registry, free_text):
+    with pytest.raises(InputError, match="outside this model's text vocabulary"):
+        list(H.generate(registry, req(model=free_text, prompt="a purple elephant")))
+    with pytest.raises(InputError, match="text context"):
+        list(H.generate(registry, req(model=free_text, prompt=" ".join(["a large red circle at the top left and"] * 4))))
+
+
+def test_an_image_prompt_on_the_video_tab_names_the_motion_words(registry):
+    with pytest.raises(InputError, match="this is an image prompt; .*DIRECTION one of left, right, up, down"):
+        list(H.generate(registry, req(model="shapes-video-nbp"), video=True))
+    with pytest.raises(InputError, match="the direction can be: left, right, up, down"):
+        list(H.generate(registry, req(model="shapes-video-nbp", prompt="a red circle moving sideways"), video=True))
 
 
 def test_class_conditional_models_take_a_label_not_a_prompt(registry):
     info = registry.info("digits-var")
     sampler, kw = H.validate(req(model="digits-var", prompt="", label=7), info)
     assert kw == {"n": 2, "label": 7} and sampler.seed == 3
-    with pytest.raises(InputError, match=r"class label \(0–9\) must be in"):
+    with pytest.raises(InputError, match="the class label must be between 0 and 9, got 10"):
         H.validate(req(model="digits-var", label=10), info)
-    with pytest.raises(InputError, match="is not a text-to-video model"):
+    with pytest.raises(InputError, match="does not make videos"):
         list(H.generate(registry, req(model="digits-var", label=1), video=True))
 
 
@@ -203,17 +240,23 @@ def test_video_streams_frames_and_writes_a_gif(registry, tmp_path):
     gif = H.write_gif(torch.from_numpy(final.images).permute(0, 4, 1, 2, 3), tmp_path, scale=2)
     frames = iio.imread(gif, index=None)
     assert frames.shape[:3] == (5, 68, 134)  # 5 frames of a 1x2 grid of 64-px (2x) samples, 2-px borders
-    with pytest.raises(InputError, match="frames must be in"):
+    with pytest.raises(InputError, match="the frames must be between 1 and 64"):
         list(H.generate(registry, req(model=VIDEO, frames=1000), video=True))
-    with pytest.raises(InputError, match="not a image model"):
+    with pytest.raises(InputError, match="does not make images"):
         list(H.generate(registry, req(model=VIDEO)))
 
 
 def test_video_tab_runs_the_real_model_end_to_end(demo):
+    import imageio.v3 as iio
+
     tab = demo.mmgen_tabs["video"]
-    outs = list(tab.run(VIDEO, "a blue square moving up", "", 0, 0, 1, 2.0, "constant", 1.0, 0, 1.0, 25, 0, 3))
-    status, live, gif, settings, file = outs[-1]
-    assert status.startswith("**done") and Path(gif).suffix == ".gif" and settings["frames"] == 3
+    outs = list(tab.run(VIDEO, "a blue square moving up", "", 0, 0, 1, 2.0, "constant", 1.0, 0, 1.0, 25, 0, 3, []))
+    status, live, mp4, strip, gif, settings, file, history, state = outs[-1]
+    assert status.startswith("<b>done") and Path(gif).suffix == ".gif" and settings["frames"] == 3
+    clip = iio.imread(mp4, index=None, plugin="pyav")  # H.264: even sides, all frames
+    assert clip.shape == (3, 128, 128, 3) and iio.improps(mp4, plugin="pyav").shape[0] == 3
+    assert len(strip) == 3 and Image.open(strip[0]).size == (64, 64)  # the frame strip: every frame of the first sample
+    assert history == state and len(history) == 1 and "a blue square moving up" in history[0][1]
     assert json.loads(Path(file).read_text())["command"] == settings["command"]
 
 
@@ -268,16 +311,19 @@ def test_page_handler_streams_and_turns_bad_input_into_an_error(demo):
     import gradio as gr
 
     tab = demo.mmgen_tabs["image"]
-    args = ["shapes-var", PROMPT, "", 0, 0, 2, 1.5, "constant", 0.6, 0, 1.0, 25, 0, 8]
+    args = ["shapes-var", PROMPT, "", 0, 0, 2, 1.5, "constant", 0.6, 0, 1.0, 25, 0, 8, [("older.png", "an older result")]]
     outs = list(tab.run(*args))
-    status, live, gallery, settings, file = outs[-1]
-    assert status.startswith("**done") and len(gallery) == 2
-    assert Image.open(live).size == (2 * 130 + 2, 130 + 2) and Image.open(gallery[0][0]).size == (32, 32)
+    status, live, gallery, settings, file, history, state = outs[-1]
+    assert status.startswith("<b>done") and len(gallery) == 2
+    assert Image.open(live).size == (2 * 130 + 2, 130 + 2) and Image.open(gallery[0]).size == (32, 32)
     assert json.loads(Path(file).read_text()) == settings
+    assert history == state and [c for _, c in history] == [f"shapes-var · {PROMPT}", "an older result"]  # newest first, the old one kept
     bad = list(args)
     bad[10] = 1.5  # top-p
-    with pytest.raises(gr.Error, match=r"top-p must be in \(0, 1\]"):
-        list(tab.run(*bad))
+    outs = list(tab.run(*bad))
+    assert "loading" in outs[0][0] and len(outs) == 2  # the status line: first "loading", then the message
+    assert "mmgen-error" in outs[-1][0] and "top-p must be above 0 and at most 1" in outs[-1][0]
+    assert all(o is gr.skip() or isinstance(o, type(gr.skip())) for o in outs[-1][1:])  # the other panels keep their content
 
 
 def test_video_tab_says_when_there_is_no_video_model(tmp_path):
@@ -285,7 +331,7 @@ def test_video_tab_says_when_there_is_no_video_model(tmp_path):
 
     shutil.copytree(SHIPPED / "shapes-var", tmp_path / "shapes-var")  # image models only
     tab = build_app(tmp_path, concurrency=1, preload=False).mmgen_tabs["video"]
-    assert tab.none.visible and "No text-to-video checkpoint found under" in tab.none.value and not tab.go.interactive
+    assert tab.none.visible and "No video model was found in the models folder" in tab.none.value and not tab.go.interactive
 
 
 def test_cli_demo_defaults_bind_localhost():
@@ -337,9 +383,9 @@ def test_mmgen_demo_removes_its_temp_folder_at_exit(tmp_path, sig):
     assert not list((tmp_path / "tmp").glob("mmgen-demo-*"))
 
 
-def test_a_long_prompt_is_not_repeated_in_the_message(registry):
+def test_a_long_prompt_is_not_repeated_in_the_message(registry, free_text):
     long = "a red circle " * 35  # under the page's 500-character cap, far over the model's text context
     with pytest.raises(InputError) as err:
-        list(H.generate(registry, req(prompt=long)))
+        list(H.generate(registry, req(model=free_text, prompt=long)))
     msg = str(err.value)
     assert "text context holds" in msg and f"({len(long.strip())} characters)" in msg and len(msg) < 300 and not msg.startswith("prompt: prompt")

@@ -75,7 +75,8 @@ def test_sample_cli_prompt_errors(text_ckpt, class_ckpt, tmp_path, capsys):
 
 def test_train_cli_tokenizer_then_generator_then_sample(tmp_path):
     tok_out, gen_out = tmp_path / "tok", tmp_path / "gen"
-    assert main(["train", "tokenizer", "--recipe", "train/recipes/shapes_vq.yaml", "--out", str(tok_out), "train.steps=3", "train.batch_size=4", "train.log_every=1", "train.ckpt_every=3", "train.progress=false"]) == 0
+    assert main(["train", "tokenizer", "--recipe", "train/recipes/shapes_vq.yaml", "--out", str(tok_out),
+                 "train.steps=3", "train.batch_size=4", "train.log_every=1", "train.ckpt_every=3", "train.progress=false"]) == 0
     assert (tok_out / "model" / "model.safetensors").is_file()
     assert main(["train", "generator", "--recipe", "train/recipes/shapes_raster.yaml", "--out", str(gen_out), f"tokenizer={tok_out / 'model'}",
                  "train.steps=2", "train.batch_size=4", "train.log_every=1", "train.ckpt_every=2", "train.progress=false",
@@ -93,8 +94,8 @@ def test_quickstart_writes_captioned_grid_and_scores(text_ckpt, tmp_path, capsys
     grid = Image.open(out)
     assert grid.size[0] >= 4 * 128 and grid.size[1] >= 4 * 128  # 16 upscaled cells with captions
     res = json.loads(out.with_suffix(".json").read_text())
-    assert 0.0 <= res["one_object_accuracy"] <= 1.0 and 0.0 <= res["two_object_accuracy"] <= 1.0
-    assert "whole-prompt accuracy" in capsys.readouterr().out
+    printed = capsys.readouterr().out  # the printed scores are the recorded ones, on the n prompts asked for
+    assert f"accuracy on 8 fresh prompts each: one object {res['one_object_accuracy']:.3f}, two objects {res['two_object_accuracy']:.3f}" in printed
 
 
 def test_sample_cli_token_budget(text_ckpt, tmp_path, capsys):
@@ -129,7 +130,7 @@ def test_every_sampler_field_has_a_flag_and_unset_flags_stay_none():
 
     from mmgen.cli import build_parser
     from mmgen.sample.cli import sampler_from_args
-    from mmgen.sampling import SamplerConfig
+    from mmgen.sampler import SamplerConfig
 
     args = build_parser().parse_args(["sample", "--ckpt", "x", "--cfg-power", "3", "--static-cache", "--no-cache",
                                       "--flow-solver", "euler-maruyama", "--cfg-scale", "2"])

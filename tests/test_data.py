@@ -338,6 +338,23 @@ def test_no_import_cycles(module, forbidden):
     assert not any(m == forbidden or m.startswith(forbidden + ".") for m in imported), sorted(imported)
 
 
+LAYERS = {  # folder -> packages it must never import (the layers read top-down: core <- tokenizers/models <- tools)
+    "mmgen/nn": ("mmgen.models", "mmgen.tokenizers_vis", "mmgen.data", "mmgen.eval", "mmgen.sample", "mmgen.app", "mmgen.train"),
+    "tokenizers_vis": ("mmgen.models", "mmgen.sample", "mmgen.app", "mmgen.train"),
+    "mmgen/data": ("mmgen.models", "mmgen.sample", "mmgen.app", "mmgen.train"),
+    "mmgen/eval": ("mmgen.sample", "mmgen.app", "mmgen.train", "mmgen.bench"),
+    "models": ("mmgen.sample", "mmgen.app", "mmgen.train", "mmgen.bench"),
+}
+
+
+@pytest.mark.parametrize("folder", sorted(LAYERS))
+def test_layers_import_only_downwards(folder):
+    root = Path(__file__).resolve().parent.parent
+    bad = {f"{path.relative_to(root)}: {m}" for path in sorted((root / folder).rglob("*.py")) for m in _imports(path)
+           if any(m == f or m.startswith(f + ".") for f in LAYERS[folder])}
+    assert not bad, sorted(bad)
+
+
 def test_text_tokenizer_knows_no_data_world():
     import subprocess
     import sys
@@ -345,8 +362,3 @@ def test_text_tokenizer_knows_no_data_world():
     code = "import sys, mmgen.text, mmgen.registry; print(sorted(m for m in sys.modules if m.startswith(('mmgen.data', 'mmgen.models', 'mmgen.tokenizers_vis'))))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
-    from mmgen.data.shapes_text import shapes_caption_grammar, shapes_text_vocab
-    from mmgen.text import shapes_caption_grammar as old_grammar
-    from mmgen.text import shapes_text_vocab as old_vocab
-
-    assert old_vocab is shapes_text_vocab and old_grammar is shapes_caption_grammar  # the presets' import path still works

@@ -16,7 +16,7 @@ import mmgen
 from mmgen.config import from_dict, to_dict
 from mmgen.models import RasterConfig, RasterGenerator, UnifiedConfig, UnifiedGenerator, VARConfig, VARGenerator, XARConfig, XARGenerator
 from mmgen.models.base import tokenizer_overrides
-from mmgen.sampling import SamplerConfig
+from mmgen.sampler import SamplerConfig
 
 PROMPTS = ["a large red circle at the top left", "a small blue square at the bottom right"]
 VIDEO_PROMPTS = ["a red circle moving right", "a small cyan triangle moving up"]

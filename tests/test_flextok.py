@@ -1,4 +1,6 @@
 """FlexTok: nested dropout, causal registers, every prefix decodes, training, CFG, autoencoder space, bad k."""
+import copy
+
 import pytest
 import torch
 
@@ -149,7 +151,7 @@ def test_reference_presets_build_on_meta():
 
 def test_photos_world_is_real_deterministic_and_holds_out_test_photos():
     from mmgen.data import build_dataset
-    from mmgen.data.photos import TEST_PHOTOS, PHOTOS
+    from mmgen.data.photos import PHOTOS, TEST_PHOTOS
 
     train, test = build_dataset("photos", size=24, seed=3), build_dataset("photos", size=24, seed=3, split="test")
     a, b = train[7], build_dataset("photos", size=24, seed=3)[7]
@@ -225,3 +227,13 @@ def test_abs_pos_lets_identical_decoder_patches_know_where_they_are(abs_pos):
         out = tok.predict(regs, torch.zeros(1, tok.num_patches, pd), torch.ones(1))
     spread = out.std(1).max().item()
     assert (spread > 1e-2) if abs_pos else (spread < 1e-4)
+
+
+def test_constructor_completes_its_own_copy_of_the_config():
+    tok = small()
+    config = copy.deepcopy(tok.config)
+    config.decoder.adaln_dim, config.levels = 0, list(config.levels)
+    before = copy.deepcopy(config)
+    again = type(tok)(config)
+    assert config == before  # the caller's config is left as given
+    assert again.config.decoder.adaln_dim == again.config.decoder.dim  # the model's copy is completed

@@ -10,7 +10,7 @@ from mmgen.models.base import tokenizer_overrides
 from mmgen.models.decoding import run_in_groups
 from mmgen.pipeline import Pipeline, save_pipeline
 from mmgen.registry import preset_info
-from mmgen.sampling import SamplerConfig
+from mmgen.sampler import SamplerConfig
 
 TINY = mmgen.list_models(kind="generator", tag="tiny")
 REFERENCE = mmgen.list_models(kind="generator", tag="reference")

@@ -1,14 +1,12 @@
 """The continuous KL tokenizer: posterior, latent scaling, KL term, save/load, short training."""
 import pytest
 import torch
-
-import mmgen
-from mmgen.models.base import tokenizer_overrides
-from mmgen.modeling import load_module
-from mmgen.tokens import GridLayout, Tokens
-
 from test_tokenizers import blobs
 
+import mmgen
+from mmgen.modeling import load_module
+from mmgen.models.base import tokenizer_overrides
+from mmgen.tokens import GridLayout, Tokens
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 

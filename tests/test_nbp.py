@@ -6,7 +6,7 @@ import mmgen
 from mmgen.models.base import tokenizer_overrides
 from mmgen.models.nbp import block_order, parse_block
 from mmgen.nn.masks import BlockCausal
-from mmgen.sampling import SamplerConfig
+from mmgen.sampler import SamplerConfig
 from mmgen.tokens import FramesLayout, Tokens
 
 SMALL = dict(transformer=dict(dim=48, depth=2, heads=4))

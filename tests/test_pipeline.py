@@ -11,7 +11,7 @@ import torch
 import mmgen
 from mmgen.model_card import model_card
 from mmgen.pipeline import Pipeline, recommended_sampler
-from mmgen.sampling import SamplerConfig
+from mmgen.sampler import SamplerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "checkpoints" / "shapes-var"
@@ -144,3 +144,10 @@ def test_model_card_reports_the_folders_metrics_training_and_sampling(tmp_path):
 def test_shipped_model_cards_are_generated_and_current(folder):
     """Regenerate with ``python scripts/model_cards.py`` when a checkpoint, its sampler.json or its metrics change."""
     assert (folder / "README.md").read_text() == model_card(folder, name=f"checkpoints/{folder.name}")
+
+
+def test_a_huge_prompt_is_named_short_in_the_error(pipe):
+    prompt = "a large red circle at the top left " * 300
+    with pytest.raises(ValueError) as err:
+        pipe(prompt=prompt, n=1)
+    assert len(str(err.value)) < 400 and f"({len(prompt)} characters)" in str(err.value)

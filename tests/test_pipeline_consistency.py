@@ -12,7 +12,7 @@ import mmgen
 from mmgen.app import handlers as H
 from mmgen.app.models import ModelRegistry
 from mmgen.cli import main
-from mmgen.sampling import SamplerConfig
+from mmgen.sampler import SamplerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "checkpoints"

@@ -12,7 +12,7 @@ import torch
 from mmgen.eval.generation import shapes_prompts
 from mmgen.eval.judge import judge_batch
 from mmgen.eval.video_judge import judge_video_batch, video_prompts
-from mmgen.sampling import SamplerConfig
+from mmgen.sampler import SamplerConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small batches: one thread is fastest on a shared CPU
 

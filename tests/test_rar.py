@@ -74,7 +74,7 @@ def test_bad_rar_config_is_an_error():
 
 
 def test_adaln_backbone_as_in_the_reference_presets_caches_exactly():
-    from mmgen.sampling import SamplerConfig
+    from mmgen.sampler import SamplerConfig
 
     gen = build(transformer=dict(dim=48, depth=2, heads=4, adaln_dim=48)).eval()
     cond = gen.make_condition(prompts=["a red circle at the top left", "a green square"])

@@ -15,7 +15,7 @@ import mmgen
 from mmgen.data import build_dataset
 from mmgen.eval.judge import judge_batch
 from mmgen.models.base import tokenizer_overrides
-from mmgen.sampling import SamplerConfig
+from mmgen.sampler import SamplerConfig
 from mmgen.tokenizers_vis import get_segmenter
 from mmgen.tokens import SegmentsLayout, Tokens
 

@@ -5,9 +5,9 @@ import torch
 import mmgen
 from mmgen.modeling import load_module
 from mmgen.registry import preset_info
-from mmgen.tokens import FramesLayout, GridLayout, ScalesLayout, SegmentsLayout, SequenceLayout, Tokens
-from mmgen.tokenizers_vis import LPIPS, FlexTokTokenizer, KLTokenizer, MultiScaleVQTokenizer, SubobjectTokenizer, VectorQuantizer, VQTokenizer
+from mmgen.tokenizers_vis import LPIPS, FlexTokTokenizer, KLTokenizer, MultiScaleVQTokenizer, SubobjectTokenizer, VectorQuantizer
 from mmgen.tokenizers_vis.quantizers import CodebookTracker, FSQQuantizer
+from mmgen.tokens import FramesLayout, GridLayout, ScalesLayout, SegmentsLayout, SequenceLayout, Tokens
 
 TINY = mmgen.list_models(kind="tokenizer", tag="tiny")
 ONE_D = {FlexTokTokenizer: SequenceLayout, SubobjectTokenizer: SegmentsLayout}  # 1D layouts, FSQ codes (no learned codebook)

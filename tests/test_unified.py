@@ -4,12 +4,13 @@ import torch
 
 import mmgen
 from mmgen.data import build_dataset, collate, parse_caption
+from mmgen.data.shapes_text import shapes_caption_grammar, shapes_text_vocab, video_caption_grammar
 from mmgen.data.video import parse_video_caption
 from mmgen.models.base import tokenizer_overrides
 from mmgen.models.unified import CODE, TEXT, TaskBatch
 from mmgen.pipeline import Pipeline
-from mmgen.sampling import SamplerConfig
-from mmgen.text import GrammarConstraint, TextTokenizer, shapes_caption_grammar, shapes_text_vocab, video_caption_grammar
+from mmgen.sampler import SamplerConfig
+from mmgen.text import GrammarConstraint, TextTokenizer
 from mmgen.tokens import FramesLayout
 
 SMALL = dict(transformer=dict(dim=48, depth=2, heads=4))

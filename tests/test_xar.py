@@ -5,9 +5,9 @@ import torch
 import mmgen
 from mmgen.models.base import Condition, tokenizer_overrides
 from mmgen.models.entities import parse_entities
-from mmgen.models.flow_head import FlowHead, solve_flow
+from mmgen.nn.flow import FlowHead, solve_flow
 from mmgen.nn.masks import BlockCausal, dense_mask
-from mmgen.sampling import SamplerConfig
+from mmgen.sampler import SamplerConfig
 from mmgen.tokens import GridLayout, Tokens
 
 SMALL = dict(transformer=dict(dim=48, depth=2, heads=4), head_depth=1)

@@ -11,13 +11,13 @@ from .kl import KLConfig, KLTokenizer
 from .losses import LPIPS, PatchDiscriminator, TokenizerCriterion, psnr
 from .maskgit_backbone import MaskGITDecoder, MaskGITEncoder
 from .msvq import MSVQConfig, MultiScaleOutput, MultiScaleQuantizer, MultiScaleVQTokenizer
+from .official import llamagen_vq_config, maskgit_vq_config, var_vqvae_config  # registers maskgit-vq-f16
 from .quantizers import CodebookTracker, QuantizerOutput, VectorQuantizer
 from .segmenters import get_segmenter, list_segmenters, register_segmenter
 from .seqae import SeqAE
 from .subobject import Segments, SubobjectConfig, SubobjectTokenizer
-from .vq import VQConfig, VQTokenizer
-from .official import llamagen_vq_config, maskgit_vq_config, var_vqvae_config  # registers maskgit-vq-f16
 from .video import CausalVideoVQTokenizer, CausalVQConfig, FrameVQConfig, FrameVQTokenizer
+from .vq import VQConfig, VQTokenizer
 
 __all__ = [
     "ImageTokenizer", "TokenizerConfig", "VisualTokenizer", "build_autoencoder",

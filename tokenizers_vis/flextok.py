@@ -14,7 +14,7 @@ Follows FlexTok (Bachmann et al. 2025, apple/ml-flextok):
   keeps none (``k = 0``): that all-masked input is the decoder's unconditional branch for CFG.
 - **Decoder.** A rectified-flow transformer over ``[registers ; noisy patches]`` with full attention,
   AdaLN-modulated by the noise level, that regresses the velocity ``eps - x`` of
-  ``x_t = (1 - t) x + t eps`` (logit-normal ``t``; :mod:`mmgen.models.flow_head`'s convention).
+  ``x_t = (1 - t) x + t eps`` (logit-normal ``t``; :mod:`mmgen.nn.flow`'s convention).
   Decoding integrates the ODE with ``flow_steps`` Euler steps from a seeded noise (deterministic),
   with classifier-free guidance ``cfg_scale`` on the velocity.
 
@@ -37,7 +37,7 @@ from timm.layers import build_sincos2d_pos_embed
 from torch import nn
 
 from mmgen.config import from_dict, to_dict
-from mmgen.models.flow_head import TimestepEmbedder, interpolate, solve_flow
+from mmgen.nn.flow import TimestepEmbedder, interpolate, solve_flow
 from mmgen.nn.masks import Causal, Full
 from mmgen.nn.transformer import Transformer, TransformerConfig
 from mmgen.registry import register_preset

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from mmgen.models.base import Condition
-from mmgen.sampling import SamplerConfig, cfg_scale_at
+from mmgen.sampler import SamplerConfig, cfg_scale_at
 from mmgen.tokens import Tokens
 
 __all__ = ["verify", "TOLERANCE", "fixture_sampling"]

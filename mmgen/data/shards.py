@@ -23,6 +23,7 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from mmgen.data.folders import pil_to_pixels
 from mmgen.fs import writing
+from mmgen.images import to_uint8
 
 __all__ = ["pack", "ShardDataset", "resolve_shards", "check_shard_url", "SHARD_PATTERN"]
 
@@ -38,7 +39,7 @@ def _is_remote(url: str) -> bool:
 
 def _to_uint8(pixels: torch.Tensor) -> np.ndarray:
     """(3,H,W) in [-1,1] -> (H,W,3) uint8 (exact for images that came from uint8)."""
-    return ((pixels.detach().float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    return to_uint8(pixels.detach().cpu()).permute(1, 2, 0).numpy()
 
 
 def pack(

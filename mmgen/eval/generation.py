@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mmgen.sampling import SamplerConfig
+from mmgen.sampler import SamplerConfig
 
 __all__ = ["shapes_prompts", "judge_pipeline", "digits_accuracy", "check_count"]
 

@@ -28,6 +28,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mmgen.images import to_uint8
+
 __all__ = ["InceptionFeatures", "default_weights_path", "tf_resize_bilinear", "file_sha256", "to_uint8_nchw", "WEIGHTS_ENV", "FEATURE_DIMS"]
 
 WEIGHTS_ENV = "MMGEN_INCEPTION_WEIGHTS"
@@ -96,7 +98,7 @@ def to_uint8_nchw(images: torch.Tensor) -> torch.Tensor:
         return images
     if not images.dtype.is_floating_point:
         raise ValueError(f"images must be uint8 in [0, 255] or float in [-1, 1], got dtype {images.dtype}")
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return to_uint8(images)
 
 
 def _is_torchscript(path: Path) -> bool:

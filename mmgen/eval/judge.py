@@ -16,6 +16,7 @@ from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
 from mmgen.data.shapes import COLORS, POSITIONS, SHAPES, SIZE_FRACTION, ShapeObject, parse_caption, shape_mask
+from mmgen.images import to_uint8
 
 __all__ = ["ATTRIBUTES", "Detection", "JudgeResult", "detect", "judge", "judge_batch", "to_uint8_image"]
 
@@ -77,7 +78,7 @@ def to_uint8_image(image: np.ndarray | torch.Tensor) -> np.ndarray:
         return image
     if image.shape[0] != 3:
         raise ValueError(f"float images must be (3,H,W) in [-1,1], got shape {image.shape}")
-    return ((np.transpose(image, (1, 2, 0)) + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
+    return to_uint8(torch.from_numpy(np.ascontiguousarray(np.transpose(image, (1, 2, 0))))).numpy()
 
 
 def _classify_shape(mask: np.ndarray) -> tuple[str, dict[str, float]]:

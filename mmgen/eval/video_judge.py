@@ -18,6 +18,7 @@ import torch
 
 from mmgen.data.video import DIRECTIONS, parse_video_caption
 from mmgen.eval.judge import Detection, detect
+from mmgen.images import to_uint8
 
 __all__ = ["VIDEO_ATTRIBUTES", "VideoJudgeResult", "to_uint8_video", "judge_video", "judge_video_batch", "video_prompts", "judge_video_pipeline",
            "caption_accuracy", "image_pipeline", "video_reconstruction", "sweep_video_sampler"]
@@ -55,7 +56,7 @@ def to_uint8_video(video: np.ndarray | torch.Tensor) -> np.ndarray:
         raise ValueError(f"a video must have 3 channels, got shape {video.shape}")
     if video.dtype == np.uint8:
         return video
-    return ((video.astype(np.float64) + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
+    return to_uint8(torch.from_numpy(video)).numpy()
 
 
 def _direction(track: list[tuple[float, float] | None], side: int, min_travel: float) -> tuple[str | None, tuple[float, float]]:
@@ -131,7 +132,7 @@ def judge_video_pipeline(pipe, n: int = 300, sampler=None, frames: int | None = 
     """Generate one clip per fresh prompt and score it; also the generation speed in frames/s."""
     from tqdm.auto import tqdm
 
-    from mmgen.sampling import SamplerConfig
+    from mmgen.sampler import SamplerConfig
 
     sampler = sampler or SamplerConfig()
     prompts = video_prompts(n, seed)
@@ -234,7 +235,7 @@ def sweep_video_sampler(pipe, cfgs=(1.0, 1.5, 2.0, 3.0), temperatures=(1.0, 0.8,
 
     Pick a recommended ``sampler.json`` with it, then report accuracy on the evaluation prompts.
     """
-    from mmgen.sampling import SamplerConfig
+    from mmgen.sampler import SamplerConfig
 
     rows = []
     for cfg in cfgs:

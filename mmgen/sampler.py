@@ -1,4 +1,6 @@
-"""Sampler settings and the logits processing every categorical generator shares.
+"""The sampler: its settings (``SamplerConfig``) and the logits processing every categorical generator shares.
+
+(``mmgen.sample`` is the command line that samples with it.)
 
 ``SamplerConfig`` is saved next to every sample and metric it produced. Classifier-free guidance
 uses ``uncond + s * (cond - uncond)``: ``s = 1`` is no guidance; the schedule moves ``s`` from 1 to
@@ -16,7 +18,7 @@ __all__ = ["SamplerConfig", "FLOW_SOLVERS", "cfg_scale_at", "guide", "sample_log
            "DECODING_FIELDS", "GUIDANCE_FIELDS", "CATEGORICAL_FIELDS", "FLOW_FIELDS"]
 
 CFG_SCHEDULES = ("constant", "linear", "power-cosine")
-FLOW_SOLVERS = ("euler", "euler-maruyama")  # ODE / SDE integrators of flow heads (mmgen.models.flow_head)
+FLOW_SOLVERS = ("euler", "euler-maruyama")  # ODE / SDE integrators of flow heads (mmgen.nn.flow)
 
 
 # Which fields a generator reads: each generator class lists its own (``Generator.sampler_fields``)

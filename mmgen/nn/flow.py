@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from mmgen.nn.layers import AdaLNModulation
-from mmgen.sampling import FLOW_SOLVERS
+from mmgen.sampler import FLOW_SOLVERS
 
 __all__ = ["TimestepEmbedder", "FlowHead", "solve_flow", "flow_grid", "interpolate", "FLOW_SOLVERS"]
 
