@@ -40,7 +40,7 @@ from mmgen.convert.command import sampler_presets
 from mmgen.convert.generators import VAR_PATCH_NUMS, convert_generator
 from mmgen.convert.tokenizers import convert_var_vqvae
 from mmgen.models.base import Condition
-from mmgen.sampling import SamplerConfig
+from mmgen.sampler import SamplerConfig
 from mmgen.tokens import Tokens
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or as a module
