@@ -62,10 +62,10 @@ def _pack(args: argparse.Namespace) -> None:
 
 
 def _sampler(args: argparse.Namespace, pipe):
-    """The flags given over the checkpoint's recommended settings (``pipe.sampler``)."""
+    """The flags given over the checkpoint's recommended settings (``pipe.sampler``, or ``--preset``)."""
     from mmgen.sample.cli import sampler_from_args
 
-    return sampler_from_args(args, pipe.sampler)
+    return sampler_from_args(args, pipe.sampler, pipe.path)
 
 
 def _eval_judge(args: argparse.Namespace) -> None:

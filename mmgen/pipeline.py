@@ -6,6 +6,7 @@ Layout of a pipeline folder (a Hub model repo holds the same files)::
         config.json, model.safetensors             # the generator
         tokenizer/config.json, model.safetensors   # the (frozen) visual tokenizer
         sampler.json                               # recommended SamplerConfig fields (optional)
+        sampler_presets.json                       # named settings, e.g. {"paper": {...}} (optional; --preset)
         README.md                                  # model card, generated (mmgen.model_card)
 
 ``mmgen.load("shapes-var")(prompt="a red circle at the top left", n=4)`` returns images sampled
@@ -33,36 +34,52 @@ from mmgen.modeling import atomic_dir, load_module, read_config
 from mmgen.sampler import SamplerConfig
 from mmgen.tokens import FramesLayout
 
-__all__ = ["Pipeline", "save_pipeline", "export_pipeline", "recommended_sampler", "sampler_fields", "to_uint8", "SAMPLER_FILE", "SAMPLER_FIELDS"]
+__all__ = ["Pipeline", "save_pipeline", "export_pipeline", "recommended_sampler", "sampler_fields", "to_uint8", "SAMPLER_FILE", "SAMPLER_PRESETS_FILE", "SAMPLER_FIELDS"]
 
 TOKENIZER_DIR = "tokenizer"
 SAMPLER_FILE = "sampler.json"
+SAMPLER_PRESETS_FILE = "sampler_presets.json"  # {"name": {SamplerConfig fields}}: `mmgen sample --preset name`
 SAMPLER_FIELDS = tuple(f.name for f in fields(SamplerConfig))
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name, as the Hub spells it
 
 
-def recommended_sampler(folder: str | Path) -> SamplerConfig:
+def recommended_sampler(folder: str | Path, preset: str | None = None) -> SamplerConfig:
     """The folder's recommended sampler settings (``sampler.json``) over SamplerConfig's defaults.
 
     The one reader of ``sampler.json``: the API, the CLI, the demo and the benchmarks all sample
-    with what this returns. Unknown keys are an error (a typo would otherwise be ignored).
+    with what this returns. ``preset`` picks a named entry of ``sampler_presets.json`` instead
+    (converted official checkpoints have ``paper`` and ``demo``). Unknown keys are an error (a typo
+    would otherwise be ignored).
     """
-    f = Path(folder) / SAMPLER_FILE
+    f = Path(folder) / (SAMPLER_PRESETS_FILE if preset is not None else SAMPLER_FILE)
     if not f.is_file():
+        if preset is not None:
+            raise ValueError(f"--preset {preset!r}: {Path(folder)} has no {SAMPLER_PRESETS_FILE} (only converted or exported folders with presets have one)")
         return SamplerConfig()
-    try:
-        data = json.loads(f.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{f} is not valid JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{f} must hold a JSON object of SamplerConfig fields, got {type(data).__name__}")
+    data = _json_object(f)
+    if preset is not None:
+        if preset not in data:
+            raise ValueError(f"--preset {preset!r} is not in {f}; available: {sorted(data)}")
+        data = data[preset]
+        if not isinstance(data, dict):
+            raise ValueError(f"{f}: preset {preset!r} must be a JSON object of SamplerConfig fields, got {type(data).__name__}")
     unknown = sorted(set(data) - set(SAMPLER_FIELDS))
     if unknown:
         raise ValueError(f"{f} has unknown sampler field(s) {unknown}; allowed: {list(SAMPLER_FIELDS)}")
     try:
         return SamplerConfig(**data)
-    except ValueError as e:
+    except (TypeError, ValueError) as e:
         raise ValueError(f"{f}: {e}") from None
+
+
+def _json_object(f: Path) -> dict:
+    try:
+        data = json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{f} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{f} must hold a JSON object, got {type(data).__name__}")
+    return data
 
 
 def sampler_fields(generator: Any) -> tuple[str, ...]:
@@ -172,7 +189,7 @@ class Pipeline(ModelHubMixin, library_name="mmgen", tags=["mmgen"]):
             self.generator.write_files(tmp, dtype=dtype)
             self.tokenizer.write_files(tmp / TOKENIZER_DIR, dtype=dtype)
             (tmp / SAMPLER_FILE).write_text(json.dumps(asdict(self.sampler), indent=2))
-            for doc in DOC_FILES if self.path is not None else ():
+            for doc in (*DOC_FILES, SAMPLER_PRESETS_FILE) if self.path is not None else ():
                 if (self.path / doc).is_file():
                     shutil.copyfile(self.path / doc, tmp / doc)
             (tmp / "README.md").write_text(model_card(tmp, name=name))

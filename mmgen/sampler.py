@@ -14,7 +14,7 @@ from typing import Literal
 
 import torch
 
-__all__ = ["SamplerConfig", "FLOW_SOLVERS", "cfg_scale_at", "guide", "sample_logits", "filter_logits",
+__all__ = ["SamplerConfig", "FLOW_SOLVERS", "cfg_scale_at", "guide", "sample_logits", "filter_logits", "nucleus",
            "DECODING_FIELDS", "GUIDANCE_FIELDS", "CATEGORICAL_FIELDS", "FLOW_FIELDS"]
 
 CFG_SCHEDULES = ("constant", "linear", "power-cosine")
@@ -109,17 +109,34 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
         sorted_logits, idx = torch.sort(logits, dim=-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        drop = probs.cumsum(-1) - probs > top_p  # keep the smallest set whose mass reaches top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, idx, sorted_logits)
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, idx, nucleus(sorted_logits, top_p))
     return logits
 
 
+def nucleus(sorted_logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Top-p on logits sorted in descending order: keep the smallest set whose mass reaches ``top_p``."""
+    probs = sorted_logits.softmax(-1)
+    return sorted_logits.masked_fill(probs.cumsum(-1) - probs > top_p, float("-inf"))
+
+
 def sample_logits(logits: torch.Tensor, sampler: SamplerConfig, rng: torch.Generator | None = None) -> torch.Tensor:
-    """Sample ids from ``logits (..., V)`` with temperature, top-k and top-p."""
-    logits = filter_logits(logits.float() / sampler.temperature, sampler.top_k, sampler.top_p)
-    probs = logits.softmax(-1)
-    flat = probs.reshape(-1, probs.shape[-1])
-    ids = torch.multinomial(flat, 1, generator=rng)
-    return ids.reshape(probs.shape[:-1])
+    """Sample ids from ``logits (..., V)`` with temperature, top-k and top-p.
+
+    With top-k on, only the k survivors are sorted (``topk`` returns them sorted), normalised and
+    drawn from: the distribution of filtering the whole vocabulary, without sorting or sampling
+    over all V entries (VAR's top-k 900 of 4096). The draws differ from a full-vocabulary
+    ``torch.multinomial`` with the same seed; top-k 0 (every shipped checkpoint) draws as before.
+    """
+    logits = logits.float()
+    if sampler.temperature != 1.0:
+        logits = logits / sampler.temperature
+    flat = logits.reshape(-1, logits.shape[-1])
+    if 0 < sampler.top_k < flat.shape[-1]:
+        kept, idx = flat.topk(sampler.top_k, dim=-1)
+        if sampler.top_p < 1.0:
+            kept = nucleus(kept, sampler.top_p)
+        ids = idx.gather(-1, torch.multinomial(kept.softmax(-1), 1, generator=rng))
+    else:
+        ids = torch.multinomial(filter_logits(flat, 0, sampler.top_p).softmax(-1), 1, generator=rng)
+    return ids.reshape(logits.shape[:-1])
+

@@ -18,6 +18,7 @@ from torch import nn
 from mmgen.data.shapes_text import shapes_text_vocab
 from mmgen.models.base import CondEmbedder, Condition, Generator, GeneratorConfig
 from mmgen.models.decoding import Decode
+from mmgen.nn.losses import linear_cross_entropy
 from mmgen.nn.masks import BlockCausal
 from mmgen.nn.transformer import Transformer
 from mmgen.registry import register_preset
@@ -104,18 +105,24 @@ class VARGenerator(Generator):
 
     def logits(self, tokens: Tokens, cond: Condition) -> torch.Tensor:
         """Teacher-forced logits ``(B, N, V)`` of all scales in one forward (block-causal)."""
+        return self.logits_from_input(self._var_input(tokens), cond)
+
+    def _var_input(self, tokens: Tokens) -> torch.Tensor:
         if tokens.ids is None or tokens.layout != self.layout:
             raise ValueError(f"expected discrete tokens with layout {self.layout}, got {tokens.layout}")
         with torch.no_grad():
-            var_input = self.tokenizer.ids_to_var_input(tokens.ids)
-        return self.logits_from_input(var_input, cond)
+            return self.tokenizer.ids_to_var_input(tokens.ids)
 
     def logits_from_input(self, var_input: torch.Tensor, cond: Condition) -> torch.Tensor:
         """Teacher-forced logits from the tokenizer's next-scale inputs ``(B, N - scales[0]^2, token_dim)``."""
+        return self.head(self._hidden(var_input, cond))
+
+    def _hidden(self, var_input: torch.Tensor, cond: Condition) -> torch.Tensor:
+        """Final hidden states ``(B, N, dim)`` of the token slots (the prefix needs no logits)."""
         prefix, pooled = self.cond_embed(cond)
         x = torch.cat([prefix, self._scale_inputs(var_input, pooled)], dim=1)
         h = self.transformer(self._slot_inputs(x, 0), self.positions[: x.shape[1]], self._mask(), cond=pooled)
-        return self.head(h[:, -self.layout.num_tokens :])  # the prefix needs no logits
+        return h[:, -self.layout.num_tokens :]
 
     def _slot_inputs(self, x: torch.Tensor, start: int) -> torch.Tensor:
         """Slots ``start..`` plus their absolute embeddings, for models with ``abs_pos_embed`` (token slots only: the prefix has none)."""
@@ -125,14 +132,21 @@ class VARGenerator(Generator):
         return x + F.pad(self.pos_embed[lo - self.prefix_len : hi - self.prefix_len], (0, 0, lo - start, 0))
 
     def forward(self, tokens: Tokens, cond: Condition) -> tuple[torch.Tensor, dict]:
+        """Mean cross-entropy over all scales; the per-token losses it is computed from give the per-scale logs.
+
+        Outside autocast the head and the loss run chunked (``linear_cross_entropy``): the
+        ``(B, N, V)`` logits are never materialised.
+        """
         cond = self.training_condition(cond)
-        logits = self.logits(tokens, cond)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tokens.ids.reshape(-1))
-        logs = {"ce": loss.detach()}
-        with torch.no_grad():  # per-scale losses show where the model struggles
-            per_tok = F.cross_entropy(logits.float().transpose(1, 2), tokens.ids, reduction="none")
-            for k, part in enumerate(self.layout.split(per_tok)):
-                logs[f"ce_s{self.layout.scales[k]}"] = part.mean()
+        h, ids = self._hidden(self._var_input(tokens), cond), tokens.ids
+        if torch.is_autocast_enabled(h.device.type):
+            per_tok = F.cross_entropy(self.head(h).float().transpose(1, 2), ids, reduction="none")
+            loss, per_tok = per_tok.mean(), per_tok.detach()
+        else:
+            loss, per_tok = linear_cross_entropy(h.reshape(-1, h.shape[-1]), self.head.weight, self.head.bias, ids.reshape(-1))
+        per_tok = per_tok.view_as(ids)
+        logs = {"ce": loss.detach()}  # per scale: where the model struggles
+        logs |= {f"ce_s{s}": part.mean() for s, part in zip(self.layout.scales, self.layout.split(per_tok))}
         return loss, logs
 
     def forward_passes(self) -> int:
@@ -148,7 +162,7 @@ class VARGenerator(Generator):
 
     def _scale_step(self, d: Decode, k: int, h: torch.Tensor) -> torch.Tensor | None:
         s = self.layout.scales[k]
-        ids = sample_logits(d.guide(self.head(h[:, -s * s :]).float()), d.sampler, d.rng)
+        ids = sample_logits(self.head(d.guide(h[:, -s * s :])), d.sampler, d.rng)  # the head is linear: guide the hidden states (half the head's work)
         d.state["ids"].append(ids)
         d.state["f_hat"], nxt = self.tokenizer.next_scale_input(k, d.state["f_hat"], ids)
         return None if nxt is None else self.word_embed(nxt) + self.level_embed.weight[k + 1]

@@ -59,6 +59,8 @@ def add_sampler_arguments(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()
 
     hints = typing.get_type_hints(SamplerConfig)
     g = p.add_argument_group("sampler (default: the checkpoint's sampler.json, else SamplerConfig's defaults)")
+    g.add_argument("--preset", default=None, metavar="NAME",
+                   help="start from the checkpoint's sampler_presets.json[NAME] instead of sampler.json (converted checkpoints: paper, demo); flags override it")
     for f in (f for f in fields(SamplerConfig) if f.name not in skip):
         kind, flag = hints[f.name], sampler_flag(f.name)
         names = [flag] + ([f"--{f.name.replace('_', '-')}"] if flag != f"--{f.name.replace('_', '-')}" and kind is not bool else [])
@@ -91,12 +93,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_sampler_arguments(p)
 
 
-def sampler_from_args(args: argparse.Namespace, base: SamplerConfig | None = None) -> SamplerConfig:
+def sampler_from_args(args: argparse.Namespace, base: SamplerConfig | None = None, folder: str | Path | None = None) -> SamplerConfig:
     """The flags a user gave over ``base`` (the checkpoint's recommended settings).
 
-    Commands that expose only some flags pass their namespace too: a flag a command does not
-    have keeps the recommended value.
+    ``--preset NAME`` replaces ``base`` by the preset of the checkpoint ``folder``
+    (``recommended_sampler(folder, NAME)``). Commands that expose only some flags pass their
+    namespace too: a flag a command does not have keeps the recommended value.
     """
+    preset = getattr(args, "preset", None)
+    if preset is not None:
+        if folder is None:
+            raise ValueError(f"--preset {preset!r} needs a checkpoint folder with sampler_presets.json")
+        from mmgen.pipeline import recommended_sampler
+
+        base = recommended_sampler(folder, preset)
     given = {f.name: v for f in fields(SamplerConfig) if (v := getattr(args, f.name, None)) is not None}
     for name, v in given.items():
         if isinstance(v, float) and not math.isfinite(v):
@@ -234,7 +244,7 @@ def run(args: argparse.Namespace) -> dict:
         return _caption(pipe, args)
     frames = pipe.check_frames(args.frames)
     _check_out(args.out, frames is not None)
-    sampler = sampler_from_args(args, pipe.sampler)
+    sampler = sampler_from_args(args, pipe.sampler, pipe.path)
     labels = [lab for lab in args.label for _ in range(args.n)] if args.label else None
     progress = Progress(args.progress)
     t0 = time.perf_counter()

@@ -1,6 +1,8 @@
-"""Structural masks, the attention dispatcher, RoPE and the KV cache."""
+"""Structural masks, the attention dispatcher, RoPE, the KV cache and the chunked head cross-entropy."""
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from mmgen.nn.attention import attention, attention_backend, available_backends, current_backend
 from mmgen.nn.layers import RotaryEmbedding, apply_rotary
@@ -195,3 +197,30 @@ def test_kv_cache_truncate_forgets_the_tail(max_len):
     assert keys.shape[2] == 4 and torch.equal(keys[:, :, :3], k[:, :, :3]) and torch.equal(keys[:, :, 3], k[:, :, 0] + 1)
     with pytest.raises(ValueError):
         cache.truncate(10)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_cross_entropy_matches_the_logits_path(bias):
+    """Chunked head + CE (grads computed in the forward): the loss, per-token losses and every gradient of the plain path."""
+    from mmgen.nn.losses import linear_cross_entropy
+
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(300, 16, generator=g, requires_grad=True)
+    head = nn.Linear(16, 50, bias=bias)
+    targets = torch.randint(0, 50, (300,), generator=g)
+    loss, per_tok = linear_cross_entropy(h, head.weight, head.bias, targets, chunk=64)  # 300 rows: a partial last chunk
+    (3 * loss).backward()  # the upstream gradient scales every gradient
+    mine = [h.grad, head.weight.grad] + ([head.bias.grad] if bias else [])
+    h2 = h.detach().clone().requires_grad_()
+    head2 = nn.Linear(16, 50, bias=bias).requires_grad_(True)
+    head2.load_state_dict(head.state_dict())
+    ref_tok = F.cross_entropy(head2(h2), targets, reduction="none")
+    (3 * ref_tok.mean()).backward()
+    ref = [h2.grad, head2.weight.grad] + ([head2.bias.grad] if bias else [])
+    torch.testing.assert_close(per_tok, ref_tok.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(loss.detach(), ref_tok.mean().detach(), rtol=1e-6, atol=1e-7)
+    for a, b in zip(mine, ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+    assert not per_tok.requires_grad
+    with pytest.raises(ValueError, match=r"targets \(N,\)"):
+        linear_cross_entropy(h, head.weight, head.bias, targets[:10])

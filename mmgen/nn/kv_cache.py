@@ -6,16 +6,34 @@ One ``LayerCache`` per transformer layer. With ``max_len`` the buffers are preal
 the same shapes (what ``torch.compile`` and CUDA graphs need); the causal / block-causal mask,
 evaluated at absolute positions, already hides the slots not written yet. The batch dimension is
 whatever the caller runs: for classifier-free guidance the generator runs the doubled batch
-``[cond; uncond]`` through one cache.
+``[cond; uncond]`` through one cache. The caches also keep the blocks' AdaLN modulations of the
+condition, which stays the same over all steps (VAR: 10 steps x one ``(dim, 6 dim)`` matmul per block).
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 
 __all__ = ["LayerCache", "KVCache"]
 
 
-class LayerCache:
+class _ModulationMemo:
+    """AdaLN modulations computed once per condition: decoding passes the same per-sample condition at every step."""
+
+    _mod_key: torch.Tensor | None = None
+    _mod: tuple[torch.Tensor, ...] = ()
+
+    def modulation(self, ada: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], cond: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``ada(cond)``, reused while ``cond`` is the same tensor (a per-token condition, RAR's, is recomputed)."""
+        if cond.dim() != 2:
+            return ada(cond)
+        if self._mod_key is not cond:
+            self._mod_key, self._mod = cond, ada(cond)
+        return self._mod
+
+
+class LayerCache(_ModulationMemo):
     def __init__(self, max_len: int | None = None, static: bool = False) -> None:
         if static and max_len is None:
             raise ValueError("a static KV cache needs max_len")
@@ -56,7 +74,7 @@ class LayerCache:
             self.k, self.v = self.k[:, :, :length], self.v[:, :, :length]
 
 
-class KVCache:
+class KVCache(_ModulationMemo):
     """Per-layer caches plus the shared current length (the absolute position of the next token)."""
 
     def __init__(self, num_layers: int, max_len: int | None = None, static: bool = False) -> None:

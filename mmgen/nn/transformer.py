@@ -158,7 +158,7 @@ class Block(nn.Module):
             return x + dp(self.mlp(self.norm2(x)))
         if cond is None:
             raise ValueError("this transformer uses AdaLN: pass the condition vector `cond`")
-        sh1, sc1, g1, sh2, sc2, g2 = self.ada(cond)
+        sh1, sc1, g1, sh2, sc2, g2 = self.ada(cond) if cache is None else cache.modulation(self.ada, cond)
         if g1.dim() == 2:
             g1, g2 = g1[:, None], g2[:, None]
         x = x + dp(g1 * self.attn(modulate(self.norm1(x), sh1, sc1), rope, mask, cache))
@@ -200,7 +200,7 @@ class Transformer(nn.Module):
                 x = block(x, rope, mask, layer_cache, cond)
         x = self.norm(x)
         if self.final_ada is not None:
-            shift, scale = self.final_ada(cond)
+            shift, scale = self.final_ada(cond) if cache is None else cache.modulation(self.final_ada, cond)
             x = modulate(x, shift, scale)
         return x
 
