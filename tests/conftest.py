@@ -42,3 +42,12 @@ def shipped():
         return loaded[name]
 
     return load
+
+
+@pytest.fixture(scope="module")
+def registry():
+    """The demo's model registry over the shipped checkpoints, one per test module (tests may rescan or add folders)."""
+    from mmgen import SHIPPED
+    from mmgen.app.models import ModelRegistry
+
+    return ModelRegistry(SHIPPED)

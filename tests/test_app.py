@@ -11,20 +11,14 @@ import torch
 from PIL import Image
 
 import mmgen
+from mmgen import SHIPPED
 from mmgen.app import handlers as H
 from mmgen.app.models import InputError, ModelRegistry, scan
 from mmgen.app.streaming import GREY, stream_pipeline
 from mmgen.sampler import SamplerConfig
 
-ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = ROOT / "checkpoints"
 PROMPT = "a large red circle at the top left"
 pytestmark = pytest.mark.skipif(not (SHIPPED / "shapes-var" / "config.json").is_file(), reason="needs the shipped checkpoints")
-
-
-@pytest.fixture(scope="module")
-def registry():
-    return ModelRegistry(SHIPPED)
 
 
 def req(**kw):

@@ -7,20 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mmgen import SHIPPED
 from mmgen.app import arena as A
 from mmgen.app import grammar, view
 from mmgen.app import handlers as H
 from mmgen.app.models import InputError, ModelInfo, ModelRegistry, without_paths
 
-ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = ROOT / "checkpoints"
 PROMPT = "a large red circle at the top left"
 pytestmark = pytest.mark.skipif(not (SHIPPED / "shapes-var" / "config.json").is_file(), reason="needs the shipped checkpoints")
-
-
-@pytest.fixture(scope="module")
-def registry():
-    return ModelRegistry(SHIPPED)
 
 
 # --- the grammar in view -----------------------------------------------------------------------
