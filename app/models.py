@@ -141,9 +141,8 @@ def describe_folder(path: Path, name: str, shipped: bool = False) -> ModelInfo:
         info.frames = int(cfg.get("frames") or info.layout.get("t") or 0)
         info.block = str(cfg.get("block", ""))
         info.grammar = info.cond == "text" and bool(cfg.get("text_vocab"))
-        info.sampler_fields = sampler_fields(module_class(info.generator))  # all fields until the generator declares its own
-        heads = json.dumps({k: v for k, v in cfg.items() if "head" in k}).lower()
-        info.flow = "flow_steps" in info.sampler_fields and ("flow" in heads or info.generator in ("XARGenerator",))
+        info.sampler_fields = sampler_fields(module_class(info.generator))  # what the generator class declares it reads
+        info.flow = "flow_steps" in info.sampler_fields  # only flow heads read the flow settings
         info.flextok = "token_budget" in info.sampler_fields and ("flextok" in info.tokenizer.lower() or info.layout.get("type") in ("1d", "flex", "sequence"))
         info.recommended = recommended_sampler(path)
     except FileNotFoundError as e:
