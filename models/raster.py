@@ -48,6 +48,10 @@ class RasterConfig(GeneratorConfig):
     abs_pos_embed: bool = False  # learned embedding per sequence slot; a token keeps its own cell's under any order (RAR)
     step_cond: bool = False  # AdaLN condition per slot: pooled condition + a learned slot embedding (RAR)
     head_bias: bool = False
+    # Teacher forcing with a corrupted context: each training sample replaces a fraction ~ U(0, context_noise)
+    # of its input tokens by random codes (the targets stay clean), so the model cannot copy a neighbour's
+    # colour and must read the prompt for every cell (the discrete analogue of xAR's noisy context).
+    context_noise: float = 0.0
 
 
 class StartTokenCondEmbedder(CondEmbedder):
@@ -97,6 +101,8 @@ class RasterGenerator(Generator):
         dim = tcfg.dim
         if tcfg.adaln_dim not in (0, dim):
             raise ValueError(f"the AdaLN condition is the pooled condition of width {dim}; got adaln_dim={tcfg.adaln_dim}")
+        if not 0.0 <= cfg.context_noise < 1.0:
+            raise ValueError(f"context_noise is the largest fraction of corrupted input tokens, in [0, 1); got {cfg.context_noise}")
         if cfg.step_cond and not tcfg.adaln_dim:
             raise ValueError("step_cond=True modulates AdaLN blocks: set transformer.adaln_dim to the width")
         if cfg.start_token:
@@ -159,18 +165,30 @@ class RasterGenerator(Generator):
         P, N = self.prefix_len, ids.shape[1]
         pooled = self._adaln(pooled, 0, P + N - 1)
         if order is None:
-            x = self._token_dropout(torch.cat([prefix, self.tok_embed(ids[:, :-1])], dim=1))
+            x = self._token_dropout(torch.cat([prefix, self.tok_embed(self._noisy_context(ids[:, :-1]))], dim=1))
             h = self._run(self._add_targets(x, 0), self._token_positions(0, P + N - 1), pooled)
             return self.head(h[:, P - 1 :])
         if order.shape != ids.shape:
             raise ValueError(f"order must have the tokens' shape {tuple(ids.shape)}, got {tuple(order.shape)}")
-        x = self._token_dropout(torch.cat([prefix, self.tok_embed(ids.gather(1, order[:, :-1]))], dim=1))
+        x = self._token_dropout(torch.cat([prefix, self.tok_embed(self._noisy_context(ids.gather(1, order[:, :-1])))], dim=1))
         if self.config.target_pos_embed:
             x = x + F.pad(self.target_pos[order], (0, 0, P - 1, 0))
         grid = self.positions[P:][order[:, :-1]]  # (B, N-1, axes): each token at its own cell
         positions = torch.cat([self.positions[:P].expand(ids.shape[0], -1, -1), grid], dim=1)
         h = self._run(x, positions, pooled)
         return self.head(h[:, P - 1 :])
+
+    def _noisy_context(self, ids: torch.Tensor) -> torch.Tensor:
+        """Input ids with a per-sample fraction ~ U(0, ``context_noise``) replaced by random codes (training only)."""
+        if not (self.training and self.config.context_noise):
+            return ids
+        frac = torch.rand(ids.shape[0], 1, device=ids.device) * self.config.context_noise
+        flip = torch.rand(ids.shape, device=ids.device) < frac
+        high = self.config.vocab_size
+        if isinstance(self.layout, SegmentsLayout):  # the end token keeps its meaning and is never drawn
+            flip &= ids != self.layout.end_id
+            high = self.layout.end_id
+        return torch.where(flip, torch.randint_like(ids, high), ids)
 
     def _token_dropout(self, x: torch.Tensor) -> torch.Tensor:
         return F.dropout(x, self.config.token_dropout, self.training) if self.config.token_dropout else x

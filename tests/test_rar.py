@@ -106,3 +106,19 @@ def test_a_tiny_model_overfits_one_permuted_batch():
         opt.step()
         losses.append(loss.item())
     assert losses[0] > 5.0 and losses[-1] < 0.1, (losses[0], losses[-1])
+
+
+def test_context_noise_corrupts_training_inputs_only():
+    """Raster with ``context_noise``: training replaces a per-sample fraction of the input tokens; eval never does."""
+    tok = mmgen.create_tokenizer("vq-tiny").eval()
+    gen = mmgen.create_generator("raster-tiny", **tokenizer_overrides(tok), transformer=dict(dim=48, depth=2, heads=4), context_noise=0.9)
+    torch.manual_seed(0)
+    ids = torch.randint(0, gen.config.vocab_size, (64, gen.layout.num_tokens))
+    gen.train()
+    noisy = gen._noisy_context(ids)
+    changed = (noisy != ids).float().mean(1)
+    assert 0.0 < changed.mean() < 0.9 and changed.min() < changed.max()  # per-sample fractions in [0, 0.9)
+    gen.eval()
+    assert torch.equal(gen._noisy_context(ids), ids)
+    with pytest.raises(ValueError, match="context_noise"):
+        mmgen.create_generator("raster-tiny", **tokenizer_overrides(tok), context_noise=1.0)
