@@ -28,6 +28,10 @@ def load(ckpt: str):
         print(f"skip {ckpt}: not found")
         return None
     pipe = mmgen.load(path)
+    if pipe.is_video:  # a unified text-to-image+video model: its one-frame images
+        from mmgen.eval.video_judge import image_pipeline
+
+        return image_pipeline(pipe), pipe.sampler
     return pipe, pipe.sampler  # the folder's sampler.json
 
 
