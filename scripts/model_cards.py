@@ -2,7 +2,8 @@
 
 The numbers are collected from the benchmark records in ``bench/results/`` that name the
 checkpoint (judge accuracy, FID, digits accuracy, caption accuracy), each with its sample count
-and file, so a card only repeats what a benchmark measured. Run from the repository root:
+and file, so a card only repeats what a benchmark measured. Records of weights that were since
+replaced live in ``bench/results/superseded/`` (kept for RESULTS.md's history) and are skipped. Run from the repository root:
 
     python scripts/model_cards.py            # all of checkpoints/*
 """
@@ -16,6 +17,7 @@ from mmgen import SHIPPED
 from mmgen.model_card import METRICS_FILE, model_card
 
 RESULTS = SHIPPED.parent / "bench" / "results"
+SUPERSEDED = "superseded"  # records of checkpoints that were replaced since
 
 
 def _records(data) -> list[dict]:
@@ -39,6 +41,9 @@ def _metric(rec: dict, source: str) -> dict | None:
     if "direction" in rec and "whole" in rec:
         return {"name": "video judge: whole-prompt accuracy (colour, shape, direction)", "value": rec["whole"], "n": n, "note": note}
     if "whole" in rec and "objects" in rec:
+        if "whole_per_stream" in rec:
+            streams = ", ".join(f"{w:.3f}" for w in rec["whole_per_stream"])
+            note = f"{len(rec['whole_per_stream'])} fresh prompt streams ({streams}); {note}"
         return {"name": f"shapes judge: whole-prompt accuracy, {rec['objects']}-object prompts", "value": rec["whole"], "n": n, "note": note}
     if "accuracy" in rec:
         return {"name": "digits: accuracy of a classifier of real digits", "value": rec["accuracy"], "n": n, "note": note}
@@ -48,6 +53,8 @@ def _metric(rec: dict, source: str) -> dict | None:
 def collect(name: str) -> list[dict]:
     rows = []
     for f in sorted(RESULTS.rglob("*.json")):
+        if SUPERSEDED in f.relative_to(RESULTS).parts:
+            continue
         try:
             data = json.loads(f.read_text())
         except (OSError, json.JSONDecodeError):

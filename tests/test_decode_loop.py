@@ -74,7 +74,7 @@ def test_cached_generate_matches_full_recomputation(shipped, name, overrides, kw
         base["top_k"] = 1  # greedy: every variant follows the same path, so every step's outputs compare
     outputs = {}
     for variant in ({"use_cache": False}, {"use_cache": True}, {"static_cache": True}):
-        outputs[str(variant)] = head_outputs(gen, lambda variant=variant: gen.generate(cond, SamplerConfig(**base, **variant), **kw))
+        outputs[str(variant)] = head_outputs(gen, lambda variant=variant: gen.generate(cond, SamplerConfig(**{**base, **variant}), **kw))
     (full, tokens), *others = outputs.values()
     for what, (seen, out) in zip(list(outputs)[1:], others):
         assert_same_outputs(full, seen, f"{name} {what}")
