@@ -8,7 +8,8 @@ measured after training (bench/bench_flextok.py --subobject).
 
 Off the world's renderer: ``shapes_render_variants`` draws the same scenes anti-aliased, at
 sub-pixel boxes, with moved palette values; the shipped tokenizer must keep the caption through
-encode -> decode there too (a small-n floor below its measured value, bench/RESULTS.md).
+encode -> decode there too (floors at n = 40 below the 0.970 / 0.931 measured at n = 900; the
+tokenizer before re-render training and fragment merging kept 0.15 / 0.06).
 """
 import math
 from pathlib import Path
@@ -212,7 +213,7 @@ def test_shipped_tokenizer_round_trip_on_variant_renders(world, variants):
     tok, _ = load_tokenizer(SHIPPED)
     x, captions = world
     assert judge_batch(tok.decode(tok.encode(x)), captions)["whole"] >= 0.9
-    for k, floor in ((1, 0.85), (2, 0.75)):
+    for k, floor in ((1, 0.9), (2, 0.8)):
         x, captions = variants[k]
         score = judge_batch(tok.decode(tok.encode(x)), captions)["whole"]
         assert score >= floor, (k, score)
