@@ -33,6 +33,7 @@ from mmgen.tokens import SegmentsLayout, Tokens
 from .base import ImageTokenizer
 from .fsq import check_levels
 from .losses import psnr
+from .render_augment import rerender
 from .segmenters import get_segmenter
 from .seqae import SeqAE
 
@@ -42,7 +43,8 @@ __all__ = ["SubobjectConfig", "SubobjectTokenizer", "Segments"]
 @dataclass
 class SubobjectConfig:
     image_size: int = 32
-    segmenter: str = "felzenszwalb:scale=1,sigma=0,min_size=1"  # see tokenizers_vis/segmenters.py
+    # flat-colour blobs; anti-aliasing fragments fold into their neighbours (see tokenizers_vis/segmenters.py)
+    segmenter: str = "felzenszwalb:scale=1,sigma=0,min_size=1,merge_tol=30"
     max_segments: int = 8  # longer sequences keep the largest segments
     min_area: int = 1  # segments with fewer pixels are dropped (their pixels take the nearest colour)
     crop_size: int = 16  # R: every segment's box crop and mask are resized to R x R
@@ -51,6 +53,7 @@ class SubobjectConfig:
     encoder: TransformerConfig = field(default_factory=lambda: TransformerConfig(dim=128, depth=3, heads=4))
     decoder: TransformerConfig = field(default_factory=lambda: TransformerConfig(dim=128, depth=3, heads=4))
     box_weight: float = 4.0  # weight of the L1 box loss (coordinates relative to the image side)
+    augment: float = 0.0  # fraction of training images re-rendered (render_augment.rerender): robust to other renderers
 
 
 @dataclass
@@ -264,6 +267,8 @@ class SubobjectTokenizer(ImageTokenizer):
     def loss(self, pixels: torch.Tensor, step: int = 0) -> tuple[torch.Tensor, dict[str, Any]]:
         """SeqAE loss over every segment of the batch: masked RGB MSE + mask BCE + box L1."""
         x = self.check_pixels(pixels)
+        if self.training and self.config.augment > 0:
+            x = rerender(x, self.config.augment)
         segs = self.segment(x)
         if not segs.valid.any():
             raise ValueError("the segmenter found no segment in this batch")
