@@ -102,13 +102,14 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="merge rows into this file (by name)")
     args = ap.parse_args()
     torch.manual_seed(0)
-    rows = [measure(*parse_row(spec), args) for spec in args.runs]
-    if args.json:
-        path = Path(args.json)
-        old = json.loads(path.read_text())["rows"] if path.is_file() else []
-        merged = {r["name"]: r for r in old} | {r["name"]: r for r in rows}
-        rows = list(merged.values())
-        write_json_atomic(path, {"sampler": asdict(SAMPLER), "speed_batch": args.speed_batch, "rows": rows})
+    rows = []
+    for spec in args.runs:
+        rows.append(measure(*parse_row(spec), args))
+        if args.json:  # after every row: a long sweep keeps what it measured
+            path = Path(args.json)
+            old = json.loads(path.read_text())["rows"] if path.is_file() else []
+            merged = list(({r["name"]: r for r in old} | {r["name"]: r for r in rows}).values())
+            write_json_atomic(path, {"sampler": asdict(SAMPLER), "speed_batch": args.speed_batch, "rows": merged})
     print(table(rows))
 
 
