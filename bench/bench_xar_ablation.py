@@ -8,7 +8,7 @@
         teacher-forced=runs/shapes-xar-tf/model single-target=runs/shapes-xar-one/model --json bench/results/xar_ablation.json
 
 A row is ``name=folder`` or ``name=folder:key=value,...``: the keys are sampler fields
-(``flow_steps=50,flow_solver=euler-maruyama,cfg_scale=3,cfg_schedule=linear,temperature=0.9``) or
+(``flow_steps=50,flow_solver=euler-maruyama,cfg_scale=3,cfg_schedule=linear``) or
 the generator's sampling-time config (``context_t=0.1``), on top of one common sampler (the
 shipped xAR's: cfg 1.5 constant on the velocity, 25 Euler steps per entity). ``--seeds`` are prompt
 seeds: every row is judged on the same fresh prompts of each seed, and reports the mean and the

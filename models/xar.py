@@ -16,7 +16,7 @@ the velocity network of every AR step:
 - **Noise level.** Each slot gets the embedding of its entity's ``t`` added to its input and, in
   the flow head, per-token AdaLN (the shared transformer's AdaLN is per sample; the reference
   modulates every block per entity).
-- **Sampling.** Entity by entity: draw noise (times ``temperature``), solve the flow ODE (Euler) or
+- **Sampling.** Entity by entity: draw noise, solve the flow ODE (Euler) or
   SDE (Euler–Maruyama) with ``flow_steps`` transformer passes over that entity only;
   classifier-free guidance on the velocity with the doubled ``[cond; uncond]`` batch, scale
   scheduled over entities (the reference: linear). Then the *clean* entity (``t = 0``; or noised to
@@ -67,8 +67,7 @@ class XARConfig(GeneratorConfig):
 
 class XARGenerator(Generator):
     config_class = XARConfig
-    # temperature: the scale of each entity's start noise (MAR scales its diffusion noise the same way)
-    sampler_fields = DECODING_FIELDS + GUIDANCE_FIELDS + FLOW_FIELDS + ("temperature",)
+    sampler_fields = DECODING_FIELDS + GUIDANCE_FIELDS + FLOW_FIELDS
 
     def __init__(self, config: XARConfig) -> None:
         super().__init__(config)
@@ -227,7 +226,7 @@ class XARGenerator(Generator):
             out = self.head(d.peek(d.double(self._embed(x, t_emb[: x.shape[0]], a))), t_emb).float()
             return d.guide(out)
 
-        noise = d.sampler.temperature * torch.randn(d.batch, b - a, self.config.token_dim, generator=d.rng, device=self.device)
+        noise = torch.randn(d.batch, b - a, self.config.token_dim, generator=d.rng, device=self.device)
         seq[:, a:b] = solve_flow(velocity, noise, d.sampler.flow_steps, d.sampler.flow_solver, d.rng)
         d.state["current"] = None
         if k + 1 == d.steps:
