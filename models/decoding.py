@@ -116,6 +116,7 @@ def run_in_groups(transformer: torch.nn.Module, x: torch.Tensor, positions: torc
     """
     cache, out, a = transformer.new_cache(), [], 0
     for n in sizes:
-        out.append(transformer(x[:, a : a + n], positions[a : a + n], mask, cache=cache, cond=cond))
+        c = cond[:, a : a + n] if cond is not None and cond.dim() == 3 else cond  # a per-token condition follows its slots
+        out.append(transformer(x[:, a : a + n], positions[a : a + n], mask, cache=cache, cond=c))
         a += n
     return torch.cat(out, 1)

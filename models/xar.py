@@ -16,11 +16,12 @@ the velocity network of every AR step:
 - **Noise level.** Each slot gets the embedding of its entity's ``t`` added to its input and, in
   the flow head, per-token AdaLN (the shared transformer's AdaLN is per sample; the reference
   modulates every block per entity).
-- **Sampling.** Entity by entity: draw noise, solve the flow ODE (Euler) or SDE (Euler–Maruyama)
-  with ``flow_steps`` transformer passes over that entity only; classifier-free guidance on the
-  velocity with the doubled ``[cond; uncond]`` batch, scale scheduled over entities (the
-  reference: linear). Then the *clean* entity (``t = 0``) is appended to the KV cache; the ODE
-  steps' own keys are rolled back, so the cache only ever holds the prefix and clean context.
+- **Sampling.** Entity by entity: draw noise, solve the flow ODE (Euler) or
+  SDE (Euler–Maruyama) with ``flow_steps`` transformer passes over that entity only;
+  classifier-free guidance on the velocity with the doubled ``[cond; uncond]`` batch, scale
+  scheduled over entities (the reference: linear). Then the *clean* entity (``t = 0``; or noised to
+  ``context_t``) is appended to the KV cache; the ODE steps' own keys are rolled back, so the cache
+  only ever holds the prefix and the context.
 """
 from __future__ import annotations
 
@@ -56,6 +57,12 @@ class XARConfig(GeneratorConfig):
     time_dist: Literal["logit-normal", "uniform"] = "logit-normal"  # training noise levels
     head_depth: int = 2  # AdaLN MLP blocks of the flow head (0 = the reference's linear layer)
     head_width: int = 0  # 0 = the transformer width
+    # How a slot's noise level t reaches the transformer: "input" adds its embedding to the slot's
+    # input; "adaln" adds it to the condition of every block's AdaLN, per slot (the reference).
+    time_cond: Literal["input", "adaln"] = "input"
+    # Sampling only: noise level of the context. Each finished entity re-enters the sequence noised
+    # to this t (and labelled with it); 0 = the clean entity at t = 0, as the reference samples.
+    context_t: float = 0.0
 
 
 class XARGenerator(Generator):
@@ -71,6 +78,10 @@ class XARGenerator(Generator):
             raise ValueError(f"token_dim (latent channels) must be >= 1, got {config.token_dim}")
         if tconfig.adaln_dim not in (0, tconfig.dim):
             raise ValueError(f"xAR's AdaLN condition has the model width {tconfig.dim}; got adaln_dim={tconfig.adaln_dim}")
+        if config.time_cond not in ("input", "adaln"):
+            raise ValueError(f"time_cond={config.time_cond!r}; allowed: input, adaln")
+        if not 0.0 <= config.context_t < 1.0:
+            raise ValueError(f"context_t must be in [0, 1), got {config.context_t}")
         tconfig.adaln_dim = tconfig.dim  # on the generator's own copy of the config (the base copies it)
         self.schedule: EntitySchedule = parse_entities(config.entities, self.layout)
         dim, M = tconfig.dim, self.schedule.num_slots
@@ -98,8 +109,14 @@ class XARGenerator(Generator):
 
     # ----- building blocks
     def _embed(self, x: torch.Tensor, t_emb: torch.Tensor, start: int) -> torch.Tensor:
-        """Entity tokens ``x (B, n, C)`` with their noise-level embeddings filling slots ``start..start+n-1``."""
-        return self.in_proj(x) + self.slot_embed[start : start + x.shape[1]] + t_emb
+        """Entity tokens ``x (B, n, C)`` filling slots ``start..start+n-1`` (with their noise-level embeddings: ``time_cond="input"``)."""
+        h = self.in_proj(x) + self.slot_embed[start : start + x.shape[1]]
+        return h + t_emb if self.config.time_cond == "input" else h
+
+    def _slot_cond(self, pooled: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
+        """Per-slot AdaLN condition ``(B, P + n, dim)``: the pooled condition on the prefix, plus ``t_emb (B, n, dim)`` after it."""
+        c = pooled[:, None]
+        return torch.cat([c.expand(-1, self.prefix_len, -1), c + t_emb], 1)
 
     def _latents(self, tokens: Tokens) -> torch.Tensor:
         if tokens.latents is None or tokens.layout != self.layout:
@@ -151,10 +168,11 @@ class XARGenerator(Generator):
         mask, P = self.schedule.mask(self.prefix_len), self.prefix_len
         t_emb = self.time_embed(t)
         x = torch.cat([prefix, self._embed(x_t, t_emb, 0)], dim=1)
+        c = self._slot_cond(pooled, t_emb) if self.config.time_cond == "adaln" else pooled
         if not cached:
-            h = self.transformer(x, self.positions, mask, cond=pooled)[:, P:]
+            h = self.transformer(x, self.positions, mask, cond=c)[:, P:]
         else:
-            h = run_in_groups(self.transformer, x, self.positions, mask, (P, *self.schedule.sizes), cond=pooled)[:, P:]
+            h = run_in_groups(self.transformer, x, self.positions, mask, (P, *self.schedule.sizes), cond=c)[:, P:]
         return self.head(h, t_emb), v, weight
 
     def forward(self, tokens: Tokens, cond: Condition) -> tuple[torch.Tensor, dict]:
@@ -175,8 +193,27 @@ class XARGenerator(Generator):
         """One entity per step: the prefix first, then each clean (``t = 0``) entity as context."""
         prefix, pooled = self.cond_embed(full)
         seq = torch.zeros(batch, self.schedule.num_slots, self.config.token_dim, device=self.device)  # clean entities so far
-        return Decode(self.transformer, prefix, self.positions, self.schedule.mask(self.prefix_len), self.num_entities, self._entity_step,
-                      self._sampled, batch, cond=self.adaln_cond(pooled), needs_hidden=False, state={"seq": seq})
+        d = Decode(self.transformer, prefix, self.positions, self.schedule.mask(self.prefix_len), self.num_entities, self._entity_step,
+                   self._sampled, batch, cond=self.adaln_cond(pooled), needs_hidden=False, state={"seq": seq, "current": None})
+        if self.config.time_cond == "adaln":
+            d.cond, d.cond_at = None, lambda start, n: self._decode_cond(d, pooled, start, n)
+        return d
+
+    def _decode_cond(self, d: Decode, pooled: torch.Tensor, start: int, n: int) -> torch.Tensor:
+        """AdaLN condition of slots ``start..start+n-1`` while sampling (``time_cond="adaln"``).
+
+        Context slots carry ``context_t``'s embedding; the entity being denoised
+        (``d.state["current"] = (first slot, t_emb)``) its ODE time.
+        """
+        cond = pooled[:, None].repeat(1, n, 1)
+        P = self.prefix_len
+        if start + n > P:
+            cond[:, max(start, P) - start :] += self.time_embed(pooled.new_full((1,), self.config.context_t))
+        if d.state["current"] is not None:
+            a, t_emb = d.state["current"]
+            s = P + a - start
+            cond[:, s : s + t_emb.shape[1]] = pooled[:, None] + t_emb
+        return cond
 
     def _entity_step(self, d: Decode, k: int, h: None) -> torch.Tensor | None:
         """Solve the flow ODE/SDE of entity ``k``: ``flow_steps`` passes over it on top of the context (``d.peek``)."""
@@ -184,15 +221,20 @@ class XARGenerator(Generator):
         a, b = offs[k], offs[k + 1]
 
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            t_emb = self.time_embed(repeat(t, "b -> b n", n=b - a))
-            out = self.head(d.peek(d.double(self._embed(x, t_emb, a))), d.double(t_emb)).float()
+            t_emb = d.double(self.time_embed(repeat(t, "b -> b n", n=b - a)))
+            d.state["current"] = (a, t_emb)
+            out = self.head(d.peek(d.double(self._embed(x, t_emb[: x.shape[0]], a))), t_emb).float()
             return d.guide(out)
 
         noise = torch.randn(d.batch, b - a, self.config.token_dim, generator=d.rng, device=self.device)
         seq[:, a:b] = solve_flow(velocity, noise, d.sampler.flow_steps, d.sampler.flow_solver, d.rng)
+        d.state["current"] = None
         if k + 1 == d.steps:
             return None
-        return self._embed(seq[:, a:b], self.time_embed(seq.new_zeros(d.batch, b - a)), a)
+        ctx, tc = seq[:, a:b], self.config.context_t
+        if tc > 0:  # re-noise the finished entity to the context's noise level
+            ctx = interpolate(ctx, torch.randn(ctx.shape, generator=d.rng, device=self.device), tc)[0]
+        return self._embed(ctx, self.time_embed(seq.new_full((d.batch, b - a), tc)), a)
 
     def _sampled(self, d: Decode, k: int) -> Tokens:
         return Tokens(self.layout, latents=self.schedule.merge(d.state["seq"], k))

@@ -239,3 +239,45 @@ def test_streaming_callback_shows_entities_as_they_come():
     assert filled == [4 * k for k in range(1, gen.num_entities + 1)]
     assert torch.equal(seen[-1][2], out.latents)
     assert gen.transformer_passes(SamplerConfig(flow_steps=2)) == 1 + 16 * 2 + 15
+
+
+# ----- noise level through AdaLN (the reference's) and the context's noise level at sampling
+def test_adaln_time_cond_reaches_every_block_not_the_input():
+    gen = build(time_cond="adaln")
+    randomize(gen)
+    tokens, cond = latents(2), labels(2)
+    x = gen.schedule.split(tokens.latents)[:, :4]
+    t0, t1 = gen.time_embed(torch.zeros(2, 4)), gen.time_embed(torch.full((2, 4), 0.7))
+    assert torch.equal(gen._embed(x, t0, 0), gen._embed(x, t1, 0))  # no noise level on the input ...
+    a = gen.velocity(tokens, cond, rng=torch.Generator().manual_seed(0))[0]
+    b = gen.velocity(tokens, cond, rng=torch.Generator().manual_seed(0), cached=True)[0]
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=0)  # ... per-slot AdaLN, same with the cache
+    with pytest.raises(ValueError, match="time_cond"):
+        build(time_cond="bias")
+
+
+@pytest.mark.parametrize("kw", [dict(time_cond="adaln"), dict(time_cond="adaln", context_t=0.2), dict(context_t=0.2)])
+def test_adaln_and_context_noise_sampling_cached_equals_uncached(kw):
+    gen = build("xar-tiny", **kw)
+    randomize(gen)
+    cond = gen.make_condition(prompts=["a large red circle at the top left", "a small blue square at the center"])
+    s = dict(flow_steps=3, cfg_scale=2.0, cfg_schedule="linear", seed=5)
+    a = gen.generate(cond, SamplerConfig(**s)).latents
+    b = gen.generate(cond, SamplerConfig(**s, use_cache=False)).latents
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+    assert torch.isfinite(a).all()
+
+
+def test_context_noise_level_changes_later_entities_only():
+    gen = build()
+    randomize(gen)
+    s = SamplerConfig(flow_steps=3, seed=2)
+    clean = gen.generate(labels(2), s).latents
+    gen.config.context_t = 0.3
+    noisy = gen.generate(labels(2), s).latents
+    first = gen.schedule.order()[:4]
+    torch.testing.assert_close(noisy[:, first], clean[:, first], atol=1e-6, rtol=0)  # the first entity has no context
+    assert not torch.allclose(noisy, clean, atol=1e-3)
+    with pytest.raises(ValueError, match="context_t"):
+        build(context_t=1.0)
+
