@@ -39,7 +39,7 @@ def recon_vs_k(tok, world: str, n: int, ks: tuple[int, ...], batch_size: int = 6
     from mmgen.eval.recon import psnr
 
     ds = build_dataset(world, size=tok.image_size, seed=world_seed, split="test")
-    judged = world == "shapes"  # the judge reads shapes captions only
+    judged = world.startswith("shapes")  # the judge reads shapes captions only
     keys = ("whole", "count", *ATTRIBUTES)
     sums, agree = dict.fromkeys(ks, 0.0), {a: dict.fromkeys(ks, 0.0) for a in keys}
     for s in range(0, n, batch_size):
@@ -58,6 +58,33 @@ def recon_vs_k(tok, world: str, n: int, ks: tuple[int, ...], batch_size: int = 6
     if judged:
         out["judge_whole"] = {k: v / n for k, v in agree.pop("whole").items()}
         out["judge_attributes"] = {a: {k: v / n for k, v in d.items()} for a, d in agree.items()}
+    return out
+
+
+@torch.no_grad()
+def code_probe(tok, n: int, ks: tuple[int, ...], world_seed: int = 1, n_train: float = 0.8) -> dict[str, dict[int, float]]:
+    """Do the tokens carry what the judge asks for? An MLP reads each one-object test image's first k FSQ codes
+    and predicts its colour, shape, size and position (held-out accuracy); set beside the judge of the decodes
+    it tells a lossy encoder from a decoder that cannot draw what the codes say."""
+    from sklearn.neural_network import MLPClassifier
+
+    from mmgen.data import build_dataset
+    from mmgen.data.shapes import parse_caption
+
+    ds = build_dataset("shapes:objects=1", size=tok.image_size, seed=world_seed, split="test")
+    items = [ds[i] for i in range(n)]
+    codes = torch.cat([tok.embed_ids(tok.encode(torch.stack([it["pixels"] for it in items[s : s + 256]])).ids)
+                       for s in range(0, n, 256)])  # (n, K, d)
+    objs = [parse_caption(it["caption"])[0] for it in items]
+    cut = int(n * n_train)
+    out: dict[str, dict[int, float]] = {}
+    for attr in ("color", "shape", "size", "position"):
+        y = [getattr(o, attr) for o in objs]
+        out[attr] = {}
+        for k in ks:
+            x = codes[:, :k].flatten(1).numpy()
+            clf = MLPClassifier((256,), max_iter=400, random_state=0).fit(x[:cut], y[:cut])
+            out[attr][k] = float(clf.score(x[cut:], y[cut:]))
     return out
 
 
@@ -145,6 +172,7 @@ def main() -> None:
     ap.add_argument("--grid-dir", default=None, help="write flextok_<world>_grid.png: test images, then a row of decodes per k")
     ap.add_argument("--world-seed", type=int, default=0, help="world seed of the shapes test images (1, 2, 3: fresh captions)")
     ap.add_argument("--sweep", action="store_true", help="--flextok only: judge/PSNR vs k against decoder flow steps, CFG, noise seed")
+    ap.add_argument("--probe", type=int, default=0, help="--flextok only: MLP probe of the codes on this many one-object images")
     ap.add_argument("--steps", default="10,25,50")
     ap.add_argument("--cfgs", default="1.0,1.5,3.0")
     ap.add_argument("--decode-seeds", default="0,1,2")
@@ -160,10 +188,19 @@ def main() -> None:
             continue
         tok, _ = load_tokenizer(path)
         ks_ok = tuple(k for k in ks if k <= tok.num_registers)
+        if args.probe and world == "shapes":
+            out["code_probe"] = r = {"tokenizer": path, "n": args.probe, **code_probe(tok, args.probe, ks_ok, args.world_seed or 1)}
+            print("| attribute (MLP probe of the first k codes) | " + " | ".join(f"k={k}" for k in ks_ok) + " |")
+            dec = recon_vs_k(tok, "shapes:objects=1", min(args.n, args.probe), ks_ok, world_seed=args.world_seed or 1)
+            r["decode_judge"] = {"whole": dec["judge_whole"], **dec["judge_attributes"]}
+            for a in ("color", "shape", "size", "position"):
+                print(f"| {a} | " + " | ".join(f"{r[a][k]:.3f}" for k in ks_ok) + " |")
+                print(f"| {a}, judge of the decode | " + " | ".join(f"{r['decode_judge'][a][k]:.3f}" for k in ks_ok) + " |")
         if args.sweep and world == "shapes":
             nums = lambda s, f: [f(v) for v in s.split(",")]  # noqa: E731
             out["decoder_sweep"] = {"tokenizer": path, "n": args.n, "world_seed": args.world_seed, "rows": decoder_sweep(
                 tok, args.n, ks_ok, nums(args.steps, int), nums(args.cfgs, float), nums(args.decode_seeds, int), args.world_seed)}
+        if (args.probe or args.sweep) and world == "shapes":
             continue
         res = recon_vs_k(tok, world, args.n, ks_ok, world_seed=args.world_seed if world == "shapes" else 0)
         out[f"psnr_{world}"] = {"tokenizer": path, "n": args.n, **res, "monotone": monotone(list(res["psnr_db"].values()))}
