@@ -18,6 +18,11 @@ Follows FlexTok (Bachmann et al. 2025, apple/ml-flextok):
   Decoding integrates the ODE with ``flow_steps`` Euler steps from a seeded noise (deterministic),
   with classifier-free guidance ``cfg_scale`` on the velocity.
 
+REPA (the paper aligns decoder states to DINOv2 features; off by default): ``repa_weight`` > 0 adds a
+negative-cosine loss between projected decoder patch states after block ``repa_layer`` and the pooled
+conv-encoder features of a frozen KL/VQ tokenizer (``repa_teacher``); on ``shapes`` it did not help in
+short runs (bench/RESULTS.md, FlexTok, issue 19).
+
 Knobs beyond the reference (defaults off, on in the CPU preset): ``prediction="x"`` regresses the
 clean patches instead of the velocity (JiT; the loss stays the velocity loss); ``time_shift`` (SD3)
 moves training noise levels up; ``fsq_dropout`` is the reference's ``drop_quant_p``.
