@@ -29,30 +29,79 @@ KS = (1, 2, 4, 8, 16, 32)
 
 
 @torch.no_grad()
-def recon_vs_k(tok, world: str, n: int, ks: tuple[int, ...], batch_size: int = 64) -> dict[str, dict[int, float]]:
+def recon_vs_k(tok, world: str, n: int, ks: tuple[int, ...], batch_size: int = 64, world_seed: int = 0,
+               **decode_kw) -> dict[str, dict]:
     """Mean PSNR of decodes from the first k tokens; on ``shapes`` also the judge's agreement between
-    each test image's caption and its decode (does the prefix keep every object's colour, shape, place)."""
+    each test image's caption and its decode (does the prefix keep every object's colour, shape, place),
+    whole and per attribute. ``world_seed`` seeds the test images; ``decode_kw`` go to ``tok.decode``."""
     from mmgen.data import build_dataset
-    from mmgen.eval.judge import judge_batch
+    from mmgen.eval.judge import ATTRIBUTES, judge_batch
     from mmgen.eval.recon import psnr
 
-    ds = build_dataset(world, size=tok.image_size, split="test")
-    judged = world == "shapes"  # the judge reads shapes captions only
-    sums, agree = dict.fromkeys(ks, 0.0), dict.fromkeys(ks, 0.0)
+    ds = build_dataset(world, size=tok.image_size, seed=world_seed, split="test")
+    judged = world.startswith("shapes")  # the judge reads shapes captions only
+    keys = ("whole", "count", *ATTRIBUTES)
+    sums, agree = dict.fromkeys(ks, 0.0), {a: dict.fromkeys(ks, 0.0) for a in keys}
     for s in range(0, n, batch_size):
         items = [ds[i] for i in range(s, min(n, s + batch_size))]
         x = torch.stack([it["pixels"] for it in items])
         captions = [it["caption"] for it in items] if judged else None
         tokens = tok.encode(x)
         for k in ks:
-            y = tok.decode(tokens.prefix(k))
+            y = tok.decode(tokens.prefix(k), **decode_kw)
             sums[k] += float(psnr(y, x).sum())
             if judged:
-                agree[k] += judge_batch(y, captions)["whole"] * len(items)
+                r = judge_batch(y, captions)
+                for a in keys:
+                    agree[a][k] += r[a] * len(items)
     out = {"psnr_db": {k: v / n for k, v in sums.items()}}
     if judged:
-        out["judge_whole"] = {k: v / n for k, v in agree.items()}
+        out["judge_whole"] = {k: v / n for k, v in agree.pop("whole").items()}
+        out["judge_attributes"] = {a: {k: v / n for k, v in d.items()} for a, d in agree.items()}
     return out
+
+
+@torch.no_grad()
+def code_probe(tok, n: int, ks: tuple[int, ...], world_seed: int = 1, n_train: float = 0.8) -> dict[str, dict[int, float]]:
+    """Do the tokens carry what the judge asks for? An MLP reads each one-object test image's first k FSQ codes
+    and predicts its colour, shape, size and position (held-out accuracy); set beside the judge of the decodes
+    it tells a lossy encoder from a decoder that cannot draw what the codes say."""
+    from sklearn.neural_network import MLPClassifier
+
+    from mmgen.data import build_dataset
+    from mmgen.data.shapes import parse_caption
+
+    ds = build_dataset("shapes:objects=1", size=tok.image_size, seed=world_seed, split="test")
+    items = [ds[i] for i in range(n)]
+    codes = torch.cat([tok.embed_ids(tok.encode(torch.stack([it["pixels"] for it in items[s : s + 256]])).ids)
+                       for s in range(0, n, 256)])  # (n, K, d)
+    objs = [parse_caption(it["caption"])[0] for it in items]
+    cut = int(n * n_train)
+    out: dict[str, dict[int, float]] = {}
+    for attr in ("color", "shape", "size", "position"):
+        y = [getattr(o, attr) for o in objs]
+        out[attr] = {}
+        for k in ks:
+            x = codes[:, :k].flatten(1).numpy()
+            clf = MLPClassifier((256,), max_iter=400, random_state=0).fit(x[:cut], y[:cut])
+            out[attr][k] = float(clf.score(x[cut:], y[cut:]))
+    return out
+
+
+def decoder_sweep(tok, n: int, ks: tuple[int, ...], steps: list[int], cfgs: list[float], seeds: list[int],
+                  world_seed: int) -> list[dict]:
+    """Inference-only knobs of a shapes FlexTok: flow steps, decoder CFG, the start-noise seed (one at a time
+    around the tokenizer's own settings); judge and PSNR vs k for each."""
+    base = {"steps": tok.config.flow_steps, "cfg_scale": tok.config.cfg_scale, "seed": tok.config.decode_seed}
+    variants = [base] + [{**base, "steps": s} for s in steps if s != base["steps"]] \
+        + [{**base, "cfg_scale": c} for c in cfgs if c != base["cfg_scale"]] + [{**base, "seed": s} for s in seeds if s != base["seed"]]
+    rows = []
+    for v in variants:
+        r = recon_vs_k(tok, "shapes", n, ks, world_seed=world_seed, **v)
+        rows.append({"decode": v, **r})
+        print(f"{v}: judge " + " ".join(f"{r['judge_whole'][k]:.3f}" for k in ks)
+              + " | PSNR " + " ".join(f"{r['psnr_db'][k]:.2f}" for k in ks), flush=True)
+    return rows
 
 
 @torch.no_grad()
@@ -121,6 +170,12 @@ def main() -> None:
     ap.add_argument("--ks", default=",".join(map(str, KS)))
     ap.add_argument("--json", default=None)
     ap.add_argument("--grid-dir", default=None, help="write flextok_<world>_grid.png: test images, then a row of decodes per k")
+    ap.add_argument("--world-seed", type=int, default=0, help="world seed of the shapes test images (1, 2, 3: fresh captions)")
+    ap.add_argument("--sweep", action="store_true", help="--flextok only: judge/PSNR vs k against decoder flow steps, CFG, noise seed")
+    ap.add_argument("--probe", type=int, default=0, help="--flextok only: MLP probe of the codes on this many one-object images")
+    ap.add_argument("--steps", default="10,25,50")
+    ap.add_argument("--cfgs", default="1.0,1.5,3.0")
+    ap.add_argument("--decode-seeds", default="0,1,2")
     args = ap.parse_args()
     torch.manual_seed(0)
     from mmgen.eval.recon import load_tokenizer
@@ -133,7 +188,21 @@ def main() -> None:
             continue
         tok, _ = load_tokenizer(path)
         ks_ok = tuple(k for k in ks if k <= tok.num_registers)
-        res = recon_vs_k(tok, world, args.n, ks_ok)
+        if args.probe and world == "shapes":
+            out["code_probe"] = r = {"tokenizer": path, "n": args.probe, **code_probe(tok, args.probe, ks_ok, args.world_seed or 1)}
+            print("| attribute (MLP probe of the first k codes) | " + " | ".join(f"k={k}" for k in ks_ok) + " |")
+            dec = recon_vs_k(tok, "shapes:objects=1", min(args.n, args.probe), ks_ok, world_seed=args.world_seed or 1)
+            r["decode_judge"] = {"whole": dec["judge_whole"], **dec["judge_attributes"]}
+            for a in ("color", "shape", "size", "position"):
+                print(f"| {a} | " + " | ".join(f"{r[a][k]:.3f}" for k in ks_ok) + " |")
+                print(f"| {a}, judge of the decode | " + " | ".join(f"{r['decode_judge'][a][k]:.3f}" for k in ks_ok) + " |")
+        if args.sweep and world == "shapes":
+            nums = lambda s, f: [f(v) for v in s.split(",")]  # noqa: E731
+            out["decoder_sweep"] = {"tokenizer": path, "n": args.n, "world_seed": args.world_seed, "rows": decoder_sweep(
+                tok, args.n, ks_ok, nums(args.steps, int), nums(args.cfgs, float), nums(args.decode_seeds, int), args.world_seed)}
+        if (args.probe or args.sweep) and world == "shapes":
+            continue
+        res = recon_vs_k(tok, world, args.n, ks_ok, world_seed=args.world_seed if world == "shapes" else 0)
         out[f"psnr_{world}"] = {"tokenizer": path, "n": args.n, **res, "monotone": monotone(list(res["psnr_db"].values()))}
         if args.grid_dir:
             decode_grid(tok, world, ks_ok, Path(args.grid_dir) / f"flextok_{world}_grid.png")
@@ -148,6 +217,8 @@ def main() -> None:
                 if "judge_whole" in r:
                     cells = [f"{r['judge_whole'][k]:.3f}" if k in r["judge_whole"] else "—" for k in ks]
                     print(f"| {world}: judge agreement of the decode | " + " | ".join(cells) + " | |")
+                    for a, d in r["judge_attributes"].items():
+                        print(f"| {world}: {a} right | " + " | ".join(f"{d[k]:.3f}" if k in d else "—" for k in ks) + " | |")
     if args.generator:
         pipe, sampler = load_pipe(args.generator)
         rows = {}

@@ -237,3 +237,22 @@ def test_constructor_completes_its_own_copy_of_the_config():
     again = type(tok)(config)
     assert config == before  # the caller's config is left as given
     assert again.config.decoder.adaln_dim == again.config.decoder.dim  # the model's copy is completed
+
+
+def test_repa_aligns_decoder_states_to_a_frozen_teacher_that_is_not_saved(tmp_path):
+    teacher = mmgen.create_tokenizer("kl-tiny").eval()
+    teacher.save_pretrained(tmp_path / "teacher")
+    dim = teacher.encoder(blobs(1)).shape[1]
+    tok = small(repa_weight=0.5, repa_teacher=str(tmp_path / "teacher"), repa_dim=dim).train()
+    torch.nn.init.normal_(tok.dec.blocks[0].ada.proj[1].weight, std=0.1)  # open the adaLN-zero gates of block 1
+    torch.manual_seed(0)
+    loss, logs = tok.loss(blobs(2))
+    loss.backward()
+    assert -1.0 <= float(logs["repa_loss"]) <= 1.0 and float(logs["loss"]) != float(logs["flow_loss"])
+    assert tok.repa_proj[0].weight.grad.abs().sum() > 0 and tok.to_code.weight.grad.abs().sum() > 0  # reaches the encoder
+    assert not any(k.startswith("_teacher") or "encoder.conv" in k for k in tok.state_dict()), "the teacher is never saved"
+    assert len(tok.dec.blocks[0]._forward_hooks) == 0, "the hook that catches the states is removed"
+    with pytest.raises(ValueError, match="repa_dim"):
+        small(repa_weight=0.5, repa_teacher=str(tmp_path / "teacher"), repa_dim=dim + 1).loss(blobs(2))
+    with pytest.raises(ValueError, match="repa_teacher"):
+        small(repa_weight=0.5)

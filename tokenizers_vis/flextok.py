@@ -18,6 +18,11 @@ Follows FlexTok (Bachmann et al. 2025, apple/ml-flextok):
   Decoding integrates the ODE with ``flow_steps`` Euler steps from a seeded noise (deterministic),
   with classifier-free guidance ``cfg_scale`` on the velocity.
 
+REPA (the paper aligns decoder states to DINOv2 features; off by default): ``repa_weight`` > 0 adds a
+negative-cosine loss between projected decoder patch states after block ``repa_layer`` and the pooled
+conv-encoder features of a frozen KL/VQ tokenizer (``repa_teacher``); on ``shapes`` it did not help in
+short runs (bench/RESULTS.md, FlexTok, issue 19).
+
 Knobs beyond the reference (defaults off, on in the CPU preset): ``prediction="x"`` regresses the
 clean patches instead of the velocity (JiT; the loss stays the velocity loss); ``time_shift`` (SD3)
 moves training noise levels up; ``fsq_dropout`` is the reference's ``drop_quant_p``.
@@ -78,6 +83,11 @@ class FlexTokConfig:
     # a noise-free autoencoder loss that only the tokens can lower (it trains decode()'s first, layout-deciding Euler step)
     noise_draws: int = 1  # flow-loss draws (t, noise) per encoded image (MAR's diffusion_batch_mul): the encoder's
     # gradient is averaged over them, so the noise of the flow loss does not drown the signal that tells images apart
+    repa_teacher: str = ""  # REPA (the reference aligns its decoder to DINOv2): folder of a frozen KL/VQ tokenizer whose
+    # conv encoder's feature grid the decoder's patch states must predict; only training reads it, it is not saved with us
+    repa_weight: float = 0.0  # weight of the REPA loss (negative cosine similarity per patch); 0 = off
+    repa_layer: int = 1  # decoder block (1-based) whose patch states are projected onto the teacher's features
+    repa_dim: int = 64  # channels of the teacher's feature grid (the projector's output)
     flow_steps: int = 25  # Euler steps of decode()
     cfg_scale: float = 1.0  # decoder guidance of decode() (1 = off)
     decode_seed: int = 0  # decode() starts from this seeded noise, so it is deterministic
@@ -113,6 +123,9 @@ class FlexTokTokenizer(ImageTokenizer):
                              f"{cfg.time_shift}, {cfg.fsq_dropout}, {cfg.pure_noise_prob}")
         if cfg.noise_draws < 1:
             raise ValueError(f"noise_draws must be >= 1, got {cfg.noise_draws}")
+        if cfg.repa_weight < 0 or not 1 <= cfg.repa_layer <= cfg.decoder.depth or (cfg.repa_weight > 0 and not cfg.repa_teacher):
+            raise ValueError(f"need repa_weight >= 0, repa_layer in 1..{cfg.decoder.depth} and a repa_teacher folder when "
+                             f"repa_weight > 0, got {cfg.repa_weight}, {cfg.repa_layer}, {cfg.repa_teacher!r}")
         if cfg.flow_steps < 1 or cfg.cfg_scale < 0:
             raise ValueError(f"need flow_steps >= 1 and cfg_scale >= 0, got {cfg.flow_steps}, {cfg.cfg_scale}")
         K, g, pd = cfg.num_registers, cfg.grid_size // cfg.patch_size, cfg.in_channels * cfg.patch_size**2
@@ -135,6 +148,9 @@ class FlexTokTokenizer(ImageTokenizer):
         self.out = nn.Linear(cfg.decoder.dim, pd)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        if cfg.repa_weight > 0:  # REPA's projector: decoder patch state -> teacher feature
+            d = cfg.decoder.dim
+            self.repa_proj = nn.Sequential(nn.Linear(d, 2 * d), nn.SiLU(), nn.Linear(2 * d, cfg.repa_dim))
         patches, regs = _grid_positions(g), torch.zeros(K, 3, device="cpu")
         self.register_buffer("enc_pos", torch.cat([patches, regs]), persistent=False)
         self.register_buffer("dec_pos", torch.cat([regs, patches]), persistent=False)
@@ -326,6 +342,25 @@ class FlexTokTokenizer(ImageTokenizer):
         return self.decode(self.encode(pixels, k), **decode_kw)
 
     # ----- training
+    def _teacher_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The frozen REPA teacher's conv-encoder features, pooled to the patch grid: ``(B, patches, repa_dim)``."""
+        from mmgen.modeling import load_module
+
+        if "_teacher" not in self.__dict__:  # a plain attribute: not a submodule, so never saved, moved or trained with us
+            self.__dict__["_teacher"] = load_module(self.config.repa_teacher).requires_grad_(False).eval()
+        teacher = self.__dict__["_teacher"].to(pixels.device)
+        with torch.no_grad():
+            f = F.adaptive_avg_pool2d(teacher.encoder(pixels).float(), self.config.grid_size // self.config.patch_size)
+        if f.shape[1] != self.config.repa_dim:
+            raise ValueError(f"repa_dim={self.config.repa_dim} but the teacher {self.config.repa_teacher!r} gives {f.shape[1]} channels")
+        return rearrange(f, "b c h w -> b (h w) c")
+
+    def _repa_loss(self, pixels: torch.Tensor, hidden: torch.Tensor, r: int) -> torch.Tensor:
+        """REPA: negative cosine similarity between projected decoder patch states and the teacher's features."""
+        target = self._teacher_features(pixels).repeat(r, 1, 1)
+        pred = self.repa_proj(hidden[:, self.num_registers :].float())
+        return -F.cosine_similarity(pred, target, dim=-1).mean()
+
     def sample_keep(self, batch: int, device: torch.device | str) -> torch.Tensor:
         """Nested dropout: tokens kept per sample, ``(B,)`` in ``1..K`` (0 with probability ``null_prob``)."""
         K = self.num_registers
@@ -357,23 +392,33 @@ class FlexTokTokenizer(ImageTokenizer):
         regs = self._registers_in(codes, torch.arange(K, device=dev) < k[:, None])
         t = self.sample_t(B, dev)
         x_t, v = interpolate(target, torch.randn_like(target), t[:, None, None])
-        out = self.predict(regs, x_t, t)
+        repa = self.config.repa_weight > 0
+        if repa:  # the patch states after block repa_layer, caught on the way through the decoder
+            caught: list[torch.Tensor] = []
+            hook = self.dec.blocks[self.config.repa_layer - 1].register_forward_hook(lambda m, a, o: caught.append(o))
+        try:
+            out = self.predict(regs, x_t, t)
+        finally:
+            if repa:
+                hook.remove()
         if self.config.prediction == "v":
             flow, x0 = F.mse_loss(out, v), (x_t - t[:, None, None] * out).detach()
         else:  # x-prediction, still the velocity loss (JiT): ||v_hat - v||^2 = ||x_hat - x||^2 / t^2
             flow = (((out - target) / t.clamp_min(_T_MIN)[:, None, None]) ** 2).mean()
             x0 = out.detach()
+        repa_loss = self._repa_loss(x, caught[0], r) if repa else torch.zeros((), device=dev)
+        loss = flow + self.config.repa_weight * repa_loss
         with torch.no_grad():  # one-step estimate of the clean grid: a cheap reconstruction monitor
             x0 = self._unpatchify(x0)
             counts = torch.bincount(ids.reshape(-1), minlength=self.vocab_size).float()
             p = counts / counts.sum()
             logs = {
-                "loss": flow.detach(), "flow_loss": flow.detach(), "quant_loss": torch.zeros((), device=dev),
+                "loss": loss.detach(), "flow_loss": flow.detach(), "repa_loss": repa_loss.detach(), "quant_loss": torch.zeros((), device=dev),
                 "recon_loss": F.mse_loss(x0, grid.float()), "psnr": psnr(x0.clamp(-1, 1), grid) if self.autoencoder is None else psnr(x0, grid),
                 "codebook_usage": (counts > 0).float().mean(), "perplexity": torch.exp(-(p * torch.log(p.clamp_min(1e-10))).sum()),
                 "keep_k": k.float().mean(),
             }
-        return flow, logs
+        return loss, logs
 
     def forward(self, pixels: torch.Tensor, step: int = 0) -> tuple[torch.Tensor, dict[str, Any]]:
         """Same as :meth:`loss` (under DDP the wrapper's forward is what runs)."""
