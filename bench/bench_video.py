@@ -45,7 +45,7 @@ def main() -> None:
             raise SystemExit(f"{ckpt} is not a text-to-video pipeline")
         sampler = pipe.sampler_for(seed=0)  # the folder's sampler.json
         gen = pipe.generator
-        row = {"ckpt": str(Path(ckpt)), "generator": type(gen).__name__, "tokens_per_clip": gen.layout.num_tokens,
+        row = {"ckpt": str(Path(ckpt)), "checkpoint": str(Path(ckpt)), "generator": type(gen).__name__, "tokens_per_clip": gen.layout.num_tokens,
                "forward_passes": gen.forward_passes(), "params_M": round(gen.num_params() / 1e6, 2),
                "cfg": sampler.cfg_scale, "temperature": sampler.temperature}
         frames = None
@@ -54,6 +54,7 @@ def main() -> None:
             frames = frames or int(pipe(prompt=video_prompts(1, seed=1), sampler=sampler).shape[2])
             row[f"frames_per_s_b{b}"] = round(b * frames / sec, 1)
         if args.n:
+            row["n"] = args.n * len(args.seeds)  # prompts judged in all (model cards read the row)
             runs = [judge_video_pipeline(pipe, n=args.n, sampler=sampler, seed=seed, progress=False) for seed in args.seeds]
             for k in ("color", "shape", "direction", "count", "whole", "frame_consistency", "frame_consistency_whole"):
                 row[k], row[f"{k}_sd"] = float(np.mean([r[k] for r in runs])), float(np.std([r[k] for r in runs]))
