@@ -114,6 +114,28 @@ def test_frame_consistency_sources_split_world_from_tokenizer():
     assert out["world"] == 1.0 and out["round_trip"] < 0.5 and out["n"] == 8
 
 
+def test_decoder_fine_tune_moves_codes_one_fsq_level_in_one_channel():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "finetune_video_decoder.py"
+    spec = importlib.util.spec_from_file_location("finetune_video_decoder", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    tok = mmgen.create_tokenizer("video-fsq-tiny").eval()
+    fsq = tok.quantizer.fsq
+    ids = torch.randint(0, fsq.codebook_size, (64, 16))
+    codes = fsq.ids_to_codes(ids).reshape(64, 4, 4, -1).permute(0, 3, 1, 2)  # (N, d, h, w)
+    moved = script.perturb_codes(codes, fsq, 0.5, torch.Generator().manual_seed(0))
+    steps = ((moved - codes).permute(0, 2, 3, 1) * fsq._half_width).round()  # per channel, in grid levels
+    changed = steps.abs().sum(-1)
+    assert set(changed.unique().tolist()) == {0.0, 1.0}, "a moved token changes one channel by one level"
+    assert 0.4 < (changed == 1).float().mean() < 0.6
+    back = fsq.codes_to_ids(moved.permute(0, 2, 3, 1))
+    assert torch.allclose(fsq.ids_to_codes(back), moved.permute(0, 2, 3, 1)), "moved codes stay on the FSQ grid"
+    assert torch.equal(script.perturb_codes(codes, fsq, 0.0, torch.Generator()), codes)
+
+
 @pytest.mark.parametrize("name", ["video-vq-tiny", "video-fsq-tiny", "video-vq3d-tiny"])
 def test_video_tokenizers_take_any_clip_length_and_images(name):
     tok = mmgen.create_tokenizer(name).eval()
