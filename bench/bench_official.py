@@ -20,6 +20,11 @@ the table reports the median wall time per side and the median per-round speed-u
 (> 1: mmgen is faster), from wall time and from the process's CPU time (less sensitive to other
 processes on a shared machine). The JSON goes to ``bench/results/official_speed.json``. Nothing of the
 official code is copied: it is imported from ``--official-repo``.
+
+``--precision`` picks the arithmetic: ``fp32`` (default; both sides), ``bf16`` (both sides under
+``torch.autocast("cpu", bfloat16)``, which the bench adds around the official calls: its own AMP
+context is CUDA-only) or ``mmgen-bf16`` (mmgen under CPU autocast against the official code as it
+runs on a CPU, fp32). Weights, optimizer state and the loss stay fp32 on both sides.
 """
 from __future__ import annotations
 
@@ -92,8 +97,16 @@ def _adamw(module: torch.nn.Module) -> torch.optim.Optimizer:
     return torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
 
 
-def train_steps(var, gen, gt: torch.Tensor, labels: torch.Tensor):
+def _autocast(enabled: bool):
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
+
+
+PRECISIONS = {"fp32": (False, False), "bf16": (True, True), "mmgen-bf16": (False, True)}  # (official, mmgen) under bf16 autocast
+
+
+def train_steps(var, gen, gt: torch.Tensor, labels: torch.Tensor, precision: str = "fp32"):
     """One training step per side (closures), both in train mode."""
+    amp_o, amp_m = PRECISIONS[precision]
     var.train(), gen.train()
     opt_o, opt_m = _adamw(var), _adamw(gen)
     quant = var.vae_quant_proxy[0]
@@ -101,15 +114,17 @@ def train_steps(var, gen, gt: torch.Tensor, labels: torch.Tensor):
     def official():
         with torch.no_grad():
             x = quant.idxBl_to_var_input(_split(gt))
-        logits = var(labels, x)
-        loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), gt.view(-1))
+        with _autocast(amp_o):
+            logits = var(labels, x)
+        loss = F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), gt.view(-1))
         opt_o.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(var.parameters(), 2.0)
         opt_o.step()
 
     def mmgen():
-        loss, _ = gen(Tokens(gen.layout, ids=gt), Condition(len(labels), labels=labels))
+        with _autocast(amp_m):
+            loss, _ = gen(Tokens(gen.layout, ids=gt), Condition(len(labels), labels=labels))
         opt_m.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(gen.parameters(), 2.0)
@@ -118,15 +133,18 @@ def train_steps(var, gen, gt: torch.Tensor, labels: torch.Tensor):
     return official, mmgen
 
 
-def sample_calls(var, gen, labels: torch.Tensor):
+def sample_calls(var, gen, labels: torch.Tensor, precision: str = "fp32"):
     var.eval(), gen.eval()
+    amp_o, amp_m = PRECISIONS[precision]
     sampler = SamplerConfig(**sampler_presets("var", gen)["paper"])  # cfg_scale 2.5 linear = official cfg 1.5
 
     def official():
-        var.autoregressive_infer_cfg(B=len(labels), label_B=labels, g_seed=0, cfg=1.5, top_k=900, top_p=0.96)
+        with _autocast(amp_o):
+            var.autoregressive_infer_cfg(B=len(labels), label_B=labels, g_seed=0, cfg=1.5, top_k=900, top_p=0.96)
 
     def mmgen():
-        gen.generate(Condition(len(labels), labels=labels), sampler)
+        with _autocast(amp_m):
+            gen.generate(Condition(len(labels), labels=labels), sampler)
 
     return official, mmgen
 
@@ -149,27 +167,27 @@ def time_pair(official, mmgen, rounds: int, warmup: int = 1) -> dict:
             "speedup_cpu_time": med([o / m for o, m in zip(cpu["official"], cpu["mmgen"])]), "wall_s": wall, "cpu_s": cpu}
 
 
-def run_case(depth: int, batch: int, rounds: int, what: tuple[str, ...]) -> dict:
+def run_case(depth: int, batch: int, rounds: int, what: tuple[str, ...], precision: str = "fp32") -> dict:
     var, _, gen = build_pair(depth)
     g = torch.Generator().manual_seed(1)
     gt = torch.randint(0, 4096, (batch, sum(p * p for p in VAR_PATCH_NUMS)), generator=g)
     labels = torch.randint(0, 1000, (batch,), generator=g)
-    out = {"depth": depth, "batch": batch, "params_official": sum(p.numel() for p in var.parameters()),
+    out = {"depth": depth, "batch": batch, "precision": precision, "params_official": sum(p.numel() for p in var.parameters()),
            "params_mmgen": sum(p.numel() for p in gen.parameters()), "logits_max_abs": logits_max_abs(var, gen, gt[:1], labels[:1])}
     if "train" in what:
-        out["train"] = time_pair(*train_steps(var, gen, gt, labels), rounds)
+        out["train"] = time_pair(*train_steps(var, gen, gt, labels, precision), rounds)
     if "sample" in what:
-        out["sample"] = time_pair(*sample_calls(var, gen, labels), rounds)
+        out["sample"] = time_pair(*sample_calls(var, gen, labels, precision), rounds)
     return out
 
 
 def table(cases: list[dict]) -> str:
-    rows = ["| depth | batch | measurement | official | mmgen | speed-up official / mmgen (wall) | (CPU time) |", "|---|---|---|---|---|---|---|"]
+    rows = ["| depth | batch | precision | measurement | official | mmgen | speed-up official / mmgen (wall) | (CPU time) |", "|---|---|---|---|---|---|---|---|"]
     for c in cases:
         for what in ("train", "sample"):
             if what in c:
                 r = c[what]
-                rows.append(f"| {c['depth']} | {c['batch']} | {what} | {r['official_ms']:.0f} ms | {r['mmgen_ms']:.0f} ms | **{r['speedup']:.2f}×** "
+                rows.append(f"| {c['depth']} | {c['batch']} | {c.get('precision', 'fp32')} | {what} | {r['official_ms']:.0f} ms | {r['mmgen_ms']:.0f} ms | **{r['speedup']:.2f}×** "
                             f"| {r['speedup_cpu_time']:.2f}× |")
     return "\n".join(rows)
 
@@ -181,6 +199,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--only", choices=["train", "sample"], help="time one measurement only")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="bf16 autocast on both sides, on mmgen's only, or neither")
     p.add_argument("--json", default="bench/results/official_speed.json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -189,7 +208,7 @@ def main() -> int:
     with official_code(args.official_repo):
         for case in args.cases:
             depth, batch = (int(v) for v in case.split(":"))
-            cases.append(run_case(depth, batch, args.rounds, what))
+            cases.append(run_case(depth, batch, args.rounds, what, args.precision))
             print(json.dumps({k: v for k, v in cases[-1].items() if k not in ("train", "sample")}), flush=True)
     print(table(cases))
     result = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "threads": args.threads, "torch": torch.__version__,

@@ -1,9 +1,11 @@
 """Quality of the shipped checkpoints: shapes-judge accuracy on fresh prompts, digits accuracy.
 
-    python bench/bench_quality.py --n 500 --json bench/results/quality.json
+    python bench/bench_quality.py --n 300 --json bench/results/quality.json
 
-Each checkpoint is sampled with its recommended settings (``sampler.json`` beside it); the
-settings are written with every number.
+Each shapes checkpoint is judged on ``--n`` fresh prompts from each of three independent prompt
+streams (``--prompt-seeds``, not the tuning stream) with its recommended settings (``sampler.json``,
+what ``mmgen sample`` uses); the pooled score, its 95% interval and the per-stream scores are
+printed and written with the settings.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 import torch
 
 import mmgen
-from mmgen.eval.generation import digits_accuracy, judge_pipeline
+from mmgen.eval.generation import EVAL_SEEDS, digits_accuracy, judge_streams
 from mmgen.modeling import write_json_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,13 +28,19 @@ def load(ckpt: str):
         print(f"skip {ckpt}: not found")
         return None
     pipe = mmgen.load(path)
+    if pipe.is_video:  # a unified text-to-image+video model: its one-frame images
+        from mmgen.eval.video_judge import image_pipeline
+
+        return image_pipeline(pipe), pipe.sampler
     return pipe, pipe.sampler  # the folder's sampler.json
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=500, help="prompts per setting")
-    ap.add_argument("--shapes", nargs="*", default=["checkpoints/shapes-var", "checkpoints/shapes-raster"])
+    ap.add_argument("--n", type=int, default=300, help="prompts per stream and object count")
+    ap.add_argument("--prompt-seeds", type=int, nargs="+", default=list(EVAL_SEEDS), help="independent prompt streams")
+    ap.add_argument("--objects", type=int, nargs="+", default=[1, 2], choices=[1, 2])
+    ap.add_argument("--shapes", nargs="*", default=[f"checkpoints/shapes-{m}" for m in ("var", "rar", "raster", "subobject", "xar", "unified", "flextok")])
     ap.add_argument("--digits", nargs="*", default=["checkpoints/digits-raster"])
     ap.add_argument("--per-class", type=int, default=50)
     ap.add_argument("--json", default=None)
@@ -42,12 +50,15 @@ def main() -> None:
         if (loaded := load(ckpt)) is None:
             continue
         pipe, sampler = loaded
-        for objects in (1, 2):
-            r = judge_pipeline(pipe, n=args.n, objects=objects, sampler=sampler)
-            r = {k: v for k, v in r.items() if k not in ("images", "prompts")}
+        for objects in args.objects:
+            r = judge_streams(pipe, n=args.n, objects=objects, sampler=sampler, seeds=tuple(args.prompt_seeds))
             rows.append({"checkpoint": ckpt, "task": f"shapes {objects}-object", **r})
-            scores = "  ".join(f"{k}={r[k]:.3f}" for k in ("whole", "color", "shape", "size", "position"))
-            print(f"{ckpt:28s} shapes {objects}-object  {scores}  {r['images_per_second']:.1f} img/s")
+            lo, hi = r["whole_ci95"]
+            scores = "  ".join(f"{k}={r[k]:.3f}" for k in ("color", "shape", "size", "position"))
+            streams = " ".join(f"{w:.3f}" for w in r["whole_per_stream"])
+            print(f"{ckpt:28s} {objects}-object  whole={r['whole']:.3f} [{lo:.3f}, {hi:.3f}] (streams {streams})  {scores}  {r['images_per_second']:.1f} img/s", flush=True)
+            if args.json:  # written after every row: a long run keeps what it measured
+                write_json_atomic(args.json, {"threads": torch.get_num_threads(), "rows": rows})
     for ckpt in args.digits:
         if (loaded := load(ckpt)) is None:
             continue

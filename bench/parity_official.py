@@ -39,6 +39,15 @@ def official_code(repo: str) -> Iterator[None]:
         sys.path.remove(repo)
 
 
+class Cfg(dict):
+    """Attribute access, like the OmegaConf config RAR's constructor reads (no OmegaConf needed)."""
+
+    __getattr__ = dict.__getitem__
+
+    def get(self, k, default=None):
+        return dict.get(self, k, default)
+
+
 def perturb(module: torch.nn.Module, seed: int) -> None:
     """Every parameter ``+= 0.02 N(0, 1)``, as the parity fixtures were built (zero-initialised pieces become non-trivial)."""
     g = torch.Generator().manual_seed(seed)
@@ -71,12 +80,6 @@ def llamagen_case(seed: int) -> dict:
 
 def rar_case(seed: int) -> dict:
     from modeling.rar import RAR
-
-    class Cfg(dict):  # attribute access, like the OmegaConf config RAR reads
-        __getattr__ = dict.__getitem__
-
-        def get(self, k, default=None):
-            return dict.get(self, k, default)
 
     r = random.Random(seed)
     heads, n = r.choice([1, 2, 4]), r.choice([16, 64])

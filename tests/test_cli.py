@@ -245,3 +245,13 @@ def test_demo_with_a_missing_models_dir_fails_at_start(tmp_path, capsys):
     assert main(["demo", "--models-dir", str(tmp_path / "missing")]) == 2
     err = _one_line(capsys)
     assert "--models-dir" in err and "is not a folder" in err
+
+
+def test_eval_judge_pools_prompt_streams(text_ckpt, tmp_path):
+    out = tmp_path / "judge.json"
+    rc = main(["eval", "judge", "--ckpt", str(text_ckpt), "--n", "3", "--objects", "2", "--prompt-seeds", "1", "2", "--json", str(out)])
+    assert rc in (0, None)
+    res = json.loads(out.read_text())
+    assert res["n"] == 6 and res["seeds"] == [1, 2] and len(res["whole_per_stream"]) == 2
+    lo, hi = res["whole_ci95"]
+    assert 0.0 <= lo <= res["whole"] <= hi <= 1.0

@@ -118,3 +118,29 @@ def test_digits_classifier_errors(digits_clf):
         digits_clf.accuracy(torch.zeros(2, 3, 32, 32), [1, 2, 3])
     with pytest.raises(ValueError, match="split"):
         DigitsClassifier.fit(split="test")
+
+
+def test_wilson_interval_bounds():
+    from mmgen.eval.generation import wilson_interval
+
+    lo, hi = wilson_interval(50, 100)
+    assert lo == pytest.approx(0.404, abs=2e-3) and hi == pytest.approx(0.596, abs=2e-3)
+    assert wilson_interval(0, 30)[0] == pytest.approx(0.0, abs=1e-12) and 0 < wilson_interval(0, 30)[1] < 0.15
+    assert wilson_interval(30, 30)[1] == pytest.approx(1.0) and wilson_interval(30, 30)[0] > 0.85
+    with pytest.raises(ValueError, match="positive"):
+        wilson_interval(0, 0)
+
+
+def test_judge_streams_pools_independent_prompt_streams(shipped):
+    from mmgen.eval.generation import judge_pipeline, judge_streams, shapes_prompts
+
+    pipe, _ = shipped("shapes-var")
+    assert shapes_prompts(6, 2, seed=1) != shapes_prompts(6, 2, seed=2)
+    r = judge_streams(pipe, n=6, objects=2, seeds=(1, 2), progress=False)
+    single = [judge_pipeline(pipe, n=6, objects=2, seed=s, progress=False)["whole"] for s in (1, 2)]
+    assert r["n"] == 12 and r["whole_per_stream"] == single
+    assert r["whole"] == pytest.approx(np.mean(single))
+    lo, hi = r["whole_ci95"]
+    assert 0.0 <= lo <= r["whole"] <= hi <= 1.0
+    with pytest.raises(ValueError, match="prompt seed"):
+        judge_streams(pipe, n=6, seeds=())

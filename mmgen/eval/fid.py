@@ -342,7 +342,7 @@ def checkpoint_samples(pipe, n: int, sampler, objects: str = "1-2", batch_size: 
     """
     from dataclasses import replace
 
-    from mmgen.eval.generation import shapes_prompts
+    from mmgen.eval.generation import EVAL_SEED, shapes_prompts
 
     if n < 2:
         raise ValueError(f"FID needs at least 2 samples, got n={n}")
@@ -352,7 +352,7 @@ def checkpoint_samples(pipe, n: int, sampler, objects: str = "1-2", batch_size: 
             raise ValueError(f"objects must be '1', '2' or '1-2', got {objects!r}")
         counts = {"1": (n, 0), "2": (0, n), "1-2": (n - n // 2, n // 2)}[objects]
         prompts = shapes_prompts(counts[0], 1) + shapes_prompts(counts[1], 2)
-        info = {"prompts": f"shapes_prompts: {counts[0]} one-object + {counts[1]} two-object (seed 10007)"}
+        info = {"prompts": f"shapes_prompts: {counts[0]} one-object + {counts[1]} two-object (seed {EVAL_SEED})"}
     elif cond == "class":
         labels = [i % pipe.config.num_classes for i in range(n)]
         info = {"labels": f"0..{pipe.config.num_classes - 1} cycled"}

@@ -14,11 +14,15 @@ from tqdm.auto import tqdm
 
 from mmgen.sampler import SamplerConfig
 
-__all__ = ["shapes_prompts", "judge_pipeline", "digits_accuracy", "check_count"]
+__all__ = ["shapes_prompts", "judge_pipeline", "judge_streams", "wilson_interval", "digits_accuracy", "check_count", "EVAL_SEED", "EVAL_SEEDS"]
 
-# Prompts are drawn from an RNG stream the training data never uses (training worlds seed
+# Prompts are drawn from RNG streams the training data never uses (training worlds seed
 # their own per-index streams), so "fresh" means freshly sampled, not held out by design.
-EVAL_SEED = 10_007
+# One stream of a few hundred prompts is a noisy, fixed draw: two-object scores of one model on
+# independent 200-prompt streams spread over 0.76-0.885 (bench/RESULTS.md), so the reported
+# numbers pool three streams and say their spread. Sampler tuning uses 4242 (bench/tune_sampler.py).
+EVAL_SEEDS = (1, 2, 3)
+EVAL_SEED = 10_007  # the single stream of the quickstart, FID and the quality floors (kept for comparability)
 
 
 def check_count(name: str, value: int) -> None:
@@ -54,6 +58,34 @@ def judge_pipeline(pipe, n: int = 500, objects: int = 1, sampler: SamplerConfig 
     images = torch.cat(images)
     scores = judge_batch(images.permute(0, 2, 3, 1).numpy(), prompts)  # uint8 HWC
     return {"objects": objects, "n": n, **scores, "images_per_second": n / seconds, "sampler": asdict(sampler), "images": images, "prompts": prompts}
+
+
+def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion (sane at 0 and 1, unlike the normal one)."""
+    check_count("n", n)
+    p = successes / n
+    centre, half = p + z * z / (2 * n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    lo, hi = (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+    return max(0.0, min(lo, p)), min(1.0, max(hi, p))  # exact at p = 0 and 1 despite rounding
+
+
+def judge_streams(pipe, n: int = 300, objects: int = 1, sampler: SamplerConfig | None = None, seeds: tuple[int, ...] = EVAL_SEEDS, **kw: Any) -> dict[str, Any]:
+    """:func:`judge_pipeline` on ``n`` fresh prompts from each of several independent streams.
+
+    Returns the pooled scores (every attribute, ``whole``), ``whole_per_stream``, the 95% Wilson
+    interval of the pooled ``whole`` and the sampler; images and prompts are dropped.
+    """
+    if not seeds:
+        raise ValueError("judge_streams needs at least one prompt seed")
+    runs = [judge_pipeline(pipe, n=n, objects=objects, sampler=sampler, seed=s, **kw) for s in seeds]
+    keys = [k for k, v in runs[0].items() if isinstance(v, float) and k != "images_per_second"]
+    out: dict[str, Any] = {"objects": objects, "n": n * len(seeds), "seeds": list(seeds)}
+    out.update({k: float(np.mean([r[k] for r in runs])) for k in keys})
+    out["whole_per_stream"] = [r["whole"] for r in runs]
+    out["whole_ci95"] = wilson_interval(out["whole"] * out["n"], out["n"])
+    out["images_per_second"] = float(np.mean([r["images_per_second"] for r in runs]))
+    out["sampler"] = runs[0]["sampler"]
+    return out
 
 
 @torch.no_grad()
