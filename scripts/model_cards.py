@@ -62,6 +62,9 @@ def collect(name: str) -> list[dict]:
         for rec in _records(data):
             if _checkpoint(rec).rstrip("/").endswith(f"checkpoints/{name}") and (row := _metric(rec, f.relative_to(RESULTS).as_posix())):
                 rows.append(row)
+                if "frame_consistency" in rec:  # a video judge record: the per-frame column next to the clip's
+                    rows.append({**row, "name": "video judge: per-frame consistency (frames with the prompt's colour and shape)",
+                                 "value": rec["frame_consistency"]})
     return rows
 
 

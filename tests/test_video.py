@@ -1,5 +1,6 @@
 """Video: frames layout, the shapes-video world, the video judge, video tokenizers, video pipelines and CLI."""
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -9,8 +10,9 @@ from PIL import Image
 import mmgen
 from mmgen.cli import main
 from mmgen.data import build_dataset, collate
+from mmgen.data.shapes import COLORS, SHAPES
 from mmgen.data.video import ShapesVideoWorld, parse_video_caption, render_video, video_caption
-from mmgen.eval.video_judge import judge_video, judge_video_batch, video_prompts
+from mmgen.eval.video_judge import frame_consistency_sources, judge_video, judge_video_batch, video_prompts
 from mmgen.models.base import tokenizer_overrides
 from mmgen.pipeline import Pipeline, save_pipeline
 from mmgen.tokens import FramesLayout, GridLayout, Tokens, layout_from_dict
@@ -82,6 +84,56 @@ def test_video_judge_is_right_on_real_clips_and_catches_wrong_motion():
     blank = judge_video(torch.full_like(x, -1.0), caption)
     assert not blank.count and not blank.whole
     assert len(set(video_prompts(50))) > 20 and all(parse_video_caption(p) for p in video_prompts(5))
+
+
+def test_frame_consistency_is_one_on_real_clips_and_sees_frames_that_morph():
+    world, batch = clips(40)
+    assert judge_video_batch(batch["pixels"], batch["caption"])["frame_consistency"] == 1.0
+    scene = world.scene(0)
+    video = render_video(scene, 32)
+    other_shape = render_video(replace(scene, shape=next(s for s in SHAPES if s != scene.shape)), 32)
+    other_color = render_video(replace(scene, color=next(c for c in COLORS if c != scene.color)), 32)
+    morphing = video.copy()
+    morphing[[2, 5]] = other_shape[[2, 5]]  # two frames of another shape on the same track
+    morphing[6] = other_color[6]  # one of another colour
+    res = judge_video(morphing, scene.caption)
+    assert res.whole, "the majority vote still calls the clip right"
+    assert res.frames_right == pytest.approx(5 / 8), "but three of its eight frames are wrong"
+    scores = judge_video_batch(np.stack([video, morphing]), [scene.caption] * 2)
+    assert scores["frame_consistency"] == pytest.approx((1 + 5 / 8) / 2) and scores["whole"] == 1.0
+    assert scores["frame_consistency_whole"] == pytest.approx((1 + 5 / 8) / 2)
+    blank = video.copy()
+    blank[0] = 0  # no object: a wrong frame too
+    assert judge_video(blank, scene.caption).frames_right == pytest.approx(7 / 8)
+
+
+def test_frame_consistency_sources_split_world_from_tokenizer():
+    torch.manual_seed(0)
+    tok = mmgen.create_tokenizer("video-fsq-tiny").eval()  # untrained: its round trip keeps no shape
+    out = frame_consistency_sources(tok, n=8, batch_size=4)
+    assert out["world"] == 1.0 and out["round_trip"] < 0.5 and out["n"] == 8
+
+
+def test_decoder_fine_tune_moves_codes_one_fsq_level_in_one_channel():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "finetune_video_decoder.py"
+    spec = importlib.util.spec_from_file_location("finetune_video_decoder", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    tok = mmgen.create_tokenizer("video-fsq-tiny").eval()
+    fsq = tok.quantizer.fsq
+    ids = torch.randint(0, fsq.codebook_size, (64, 16))
+    codes = fsq.ids_to_codes(ids).reshape(64, 4, 4, -1).permute(0, 3, 1, 2)  # (N, d, h, w)
+    moved = script.perturb_codes(codes, fsq, 0.5, torch.Generator().manual_seed(0))
+    steps = ((moved - codes).permute(0, 2, 3, 1) * fsq._half_width).round()  # per channel, in grid levels
+    changed = steps.abs().sum(-1)
+    assert set(changed.unique().tolist()) == {0.0, 1.0}, "a moved token changes one channel by one level"
+    assert 0.4 < (changed == 1).float().mean() < 0.6
+    back = fsq.codes_to_ids(moved.permute(0, 2, 3, 1))
+    assert torch.allclose(fsq.ids_to_codes(back), moved.permute(0, 2, 3, 1)), "moved codes stay on the FSQ grid"
+    assert torch.equal(script.perturb_codes(codes, fsq, 0.0, torch.Generator()), codes)
 
 
 @pytest.mark.parametrize("name", ["video-vq-tiny", "video-fsq-tiny", "video-vq3d-tiny"])

@@ -5,6 +5,12 @@ The clip must show one object in (almost) every frame; its colour and shape are 
 vote of the per-frame detections (one bad frame does not flip them); its motion direction comes
 from a least-squares line through the centroid track: the dominant axis and sign, provided the
 object travelled at least ``min_travel`` of the canvas and mostly along that axis.
+
+The majority vote hides an object that morphs from frame to frame; ``frames_right`` does not:
+the fraction of frames whose largest detection has the prompt's colour AND shape (a frame with
+no object counts as wrong). :func:`frame_consistency_sources` gives the same number for the
+world's own clips and for a tokenizer's round trip of them, so a generator's shortfall can be
+split into what the tokenizer already loses and what the generator adds.
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ from mmgen.eval.judge import Detection, detect
 from mmgen.images import to_uint8
 
 __all__ = ["VIDEO_ATTRIBUTES", "VideoJudgeResult", "to_uint8_video", "judge_video", "judge_video_batch", "video_prompts", "judge_video_pipeline",
-           "caption_accuracy", "image_pipeline", "video_reconstruction", "sweep_video_sampler"]
+           "caption_accuracy", "image_pipeline", "video_reconstruction", "sweep_video_sampler", "frame_consistency_sources"]
 
 VIDEO_ATTRIBUTES = ("color", "shape", "direction")
 EVAL_SEED = 10_009  # prompts drawn from a stream the training worlds never use
@@ -37,6 +43,7 @@ class VideoJudgeResult:
     count: bool  # one object in at least `min_frames` of the frames
     frames_with_one: float = 0.0
     displacement: tuple[float, float] = (0.0, 0.0)  # fitted (dx, dy) over the clip, pixels
+    frames_right: float = 0.0  # frames whose largest detection has the prompt's colour and shape
 
     @property
     def whole(self) -> bool:
@@ -95,14 +102,18 @@ def judge_video(video: np.ndarray | torch.Tensor, caption: str, min_frames: floa
     found = {"color": vote("color"), "shape": vote("shape"), "direction": moved}
     one = float(np.mean([len(d) == 1 for d in dets]))
     attrs = {"color": found["color"] == color, "shape": found["shape"] == shape, "direction": moved == direction}
-    return VideoJudgeResult(caption, dets, track, found, attrs, count=one >= min_frames - 1e-9, frames_with_one=one, displacement=disp)
+    right = float(np.mean([d is not None and d.color == color and d.shape == shape for d in main]))
+    return VideoJudgeResult(caption, dets, track, found, attrs, count=one >= min_frames - 1e-9, frames_with_one=one, displacement=disp,
+                            frames_right=right)
 
 
 def judge_video_batch(videos, captions: list[str], **kw: Any) -> dict[str, float]:
     """Accuracies over a batch of clips (uint8 ``(B,3,T,H,W)`` / ``(B,T,H,W,3)`` or float ``(B,3,T,H,W)``).
 
     Returns ``color``, ``shape``, ``direction``, ``count`` (fraction of clips with one object per
-    frame), ``whole`` (everything right) and ``n``.
+    frame), ``whole`` (everything right), ``frame_consistency`` (fraction of all frames whose
+    largest object has the prompt's colour and shape), ``frame_consistency_whole`` (the same over
+    the clips judged whole; NaN if none) and ``n``.
     """
     if len(videos) != len(captions):
         raise ValueError(f"got {len(videos)} videos but {len(captions)} captions")
@@ -112,6 +123,9 @@ def judge_video_batch(videos, captions: list[str], **kw: Any) -> dict[str, float
     out = {a: float(np.mean([r.attributes[a] for r in results])) for a in VIDEO_ATTRIBUTES}
     out["count"] = float(np.mean([r.count for r in results]))
     out["whole"] = float(np.mean([r.whole for r in results]))
+    out["frame_consistency"] = float(np.mean([r.frames_right for r in results]))
+    whole = [r.frames_right for r in results if r.whole]
+    out["frame_consistency_whole"] = float(np.mean(whole)) if whole else float("nan")
     out["n"] = len(results)
     return out
 
@@ -244,6 +258,30 @@ def sweep_video_sampler(pipe, cfgs=(1.0, 1.5, 2.0, 3.0), temperatures=(1.0, 0.8,
             res = judge_video_pipeline(pipe, n=n, sampler=s, seed=seed, progress=False)
             rows.append({"cfg_scale": cfg, "temperature": temp, "whole": res["whole"], "direction": res["direction"], "shape": res["shape"], "color": res["color"]})
     return sorted(rows, key=lambda r: -r["whole"])
+
+
+@torch.no_grad()
+def frame_consistency_sources(tok, n: int = 300, seed: int = 0, split: str = "test", batch_size: int = 50) -> dict[str, float]:
+    """Per-frame consistency of ``n`` of the world's own clips and of ``tok``'s round trip of the same clips.
+
+    The ceiling a generator on ``tok`` can reach: if the round trip already morphs, the tokenizer
+    must improve; if only the generator's clips do, the sampler or the generator must.
+    """
+    from mmgen.data import collate
+    from mmgen.data.video import ShapesVideoWorld
+    from mmgen.eval.generation import check_count
+
+    check_count("n", n)
+    world = ShapesVideoWorld(size=tok.image_size, seed=seed, split=split)
+    device = next(tok.parameters()).device
+    truth, trip = [], []
+    for s in range(0, n, batch_size):
+        batch = collate([world[i] for i in range(s, min(n, s + batch_size))])
+        x = batch["pixels"].to(device)
+        rec = tok.decode(tok.encode(x), frames=x.shape[2]).float().clamp(-1, 1).cpu()
+        truth.append(judge_video_batch(batch["pixels"], batch["caption"])["frame_consistency"] * len(x))
+        trip.append(judge_video_batch(rec, batch["caption"])["frame_consistency"] * len(x))
+    return {"world": sum(truth) / n, "round_trip": sum(trip) / n, "n": n}
 
 
 def _is_video_caption(text: str) -> bool:
