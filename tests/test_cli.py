@@ -255,3 +255,11 @@ def test_eval_judge_pools_prompt_streams(text_ckpt, tmp_path):
     assert res["n"] == 6 and res["seeds"] == [1, 2] and len(res["whole_per_stream"]) == 2
     lo, hi = res["whole_ci95"]
     assert 0.0 <= lo <= res["whole"] <= hi <= 1.0
+
+
+def test_sample_cli_bf16_autocast(text_ckpt, tmp_path):
+    out = tmp_path / "bf16.png"
+    rc = main(["sample", "--ckpt", str(text_ckpt), "--prompt", "a large red circle at the top left", "--n", "2", "--out", str(out), "--precision", "bf16"])
+    assert rc in (0, None) and out.is_file()
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["precision"] == "bf16" and meta["num_images"] == 2
