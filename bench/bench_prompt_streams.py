@@ -14,15 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import random
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
-
-import torch
 
 import mmgen
 from mmgen.data import shapes
-from mmgen.eval.generation import check_count, shapes_prompts, wilson_interval
-from mmgen.eval.judge import judge_batch
+from mmgen.eval.generation import check_count, judge_pipeline, shapes_prompts, wilson_interval
 from mmgen.sampler import SamplerConfig
 
 
@@ -34,12 +31,6 @@ def user_prompts(n: int, objects: int, seed: int) -> list[str]:
         if all(shapes.compatible(a, b) for k, a in enumerate(objs) for b in objs[k + 1:]):
             out.append(shapes.caption(objs))
     return out
-
-
-@torch.no_grad()
-def score(pipe, prompts: list[str], sampler: SamplerConfig, batch_size: int = 50) -> dict:
-    images = torch.cat([pipe(prompt=prompts[i : i + batch_size], sampler=replace(sampler, seed=sampler.seed + i)) for i in range(0, len(prompts), batch_size)])
-    return judge_batch(images.permute(0, 2, 3, 1).numpy(), prompts)
 
 
 def main() -> None:
@@ -59,7 +50,8 @@ def main() -> None:
     rows = []
     for sname, sampler in samplers.items():
         for name, prompts in streams.items():
-            r = score(pipe, prompts, sampler)
+            r = judge_pipeline(pipe, objects=args.objects, sampler=sampler, prompts=prompts, progress=False)
+            r = {k: v for k, v in r.items() if k not in ("images", "prompts", "sampler", "images_per_second")}
             lo, hi = wilson_interval(r["whole"] * r["n"], r["n"])
             rows.append({"stream": name, "sampler": sname, "settings": asdict(sampler), **r, "whole_ci95": [lo, hi]})
             print(f"{sname:12s} {name:18s} whole={r['whole']:.3f} [{lo:.3f}, {hi:.3f}]  colour={r['color']:.3f} shape={r['shape']:.3f}", flush=True)

@@ -43,12 +43,16 @@ def shapes_prompts(n: int, objects: int, seed: int = EVAL_SEED) -> list[str]:
 
 
 @torch.no_grad()
-def judge_pipeline(pipe, n: int = 500, objects: int = 1, sampler: SamplerConfig | None = None, batch_size: int = 50, seed: int = EVAL_SEED, progress: bool = True) -> dict[str, Any]:
-    """Generate one image per fresh prompt and score it with the shapes judge."""
+def judge_pipeline(pipe, n: int = 500, objects: int = 1, sampler: SamplerConfig | None = None, batch_size: int = 50, seed: int = EVAL_SEED, progress: bool = True,
+                   prompts: list[str] | None = None) -> dict[str, Any]:
+    """Generate one image per fresh prompt (or per given ``prompts``) and score it with the shapes judge."""
     from mmgen.eval.judge import judge_batch
 
     sampler = sampler or SamplerConfig()
-    prompts = shapes_prompts(n, objects, seed)
+    if prompts is None:
+        prompts = shapes_prompts(n, objects, seed)
+    n = len(prompts)
+    check_count("prompts", n)
     images, seconds = [], 0.0
     for start in tqdm(range(0, n, batch_size), desc=f"judge {objects}-object", disable=not progress, leave=False):
         chunk = prompts[start : start + batch_size]
