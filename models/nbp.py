@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mmgen.data.shapes_text import shapes_text_vocab
 from mmgen.models.base import Condition, Generator, GeneratorConfig
 from mmgen.models.decoding import Decode, run_in_groups
+from mmgen.nn.losses import head_cross_entropy
 from mmgen.nn.masks import BlockCausal
 from mmgen.nn.transformer import Transformer
 from mmgen.registry import register_preset
@@ -170,22 +170,20 @@ class NBPGenerator(Generator):
         """
         if tokens.ids is None or tokens.layout != self.layout:
             raise ValueError(f"expected discrete tokens with layout {self.layout}, got {tokens.layout}")
+        return self.head(self._hidden(tokens, cond, cached))
+
+    def _hidden(self, tokens: Tokens, cond: Condition, cached: bool = False) -> torch.Tensor:
         prefix, _ = self.cond_embed(cond)
         x = self._inputs(tokens.ids[:, self.perm], prefix)
         if not cached:
-            return self.head(self._outputs(self.transformer(x, self.positions, self._mask())))
-        h = run_in_groups(self.transformer, x, self.positions, self._mask(), (self.prefix_len, *self.block_sizes()))
-        return self.head(self._outputs(h))
+            return self._outputs(self.transformer(x, self.positions, self._mask()))
+        return self._outputs(run_in_groups(self.transformer, x, self.positions, self._mask(), (self.prefix_len, *self.block_sizes())))
 
     def forward(self, tokens: Tokens, cond: Condition) -> tuple[torch.Tensor, dict]:
         cond = self.training_condition(cond)
-        logits = self.logits(tokens, cond)
-        target = tokens.ids[:, self.perm]
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1))
-        with torch.no_grad():  # first latent frame vs the rest: where a video model struggles
-            per = F.cross_entropy(logits.float().transpose(1, 2), target, reduction="none")
-            f = self.layout.frame_tokens
-            first = per[:, self.perm < f].mean()
+        loss, per = head_cross_entropy(self._hidden(tokens, cond), self.head, tokens.ids[:, self.perm])
+        f = self.layout.frame_tokens  # first latent frame vs the rest: where a video model struggles
+        first = per[:, self.perm < f].mean()
         return loss, {"ce": loss.detach(), "ce_frame0": first, "ce_rest": per[:, self.perm >= f].mean() if self.layout.t > 1 else first}
 
     # ----- sampling

@@ -15,11 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from mmgen.data.shapes_text import shapes_text_vocab
 from mmgen.models.base import Condition
 from mmgen.models.raster import _TINY, RasterConfig, RasterGenerator
+from mmgen.nn.losses import head_cross_entropy
 from mmgen.registry import register_preset
 from mmgen.tokens import Tokens
 
@@ -67,9 +67,7 @@ class RARGenerator(RasterGenerator):
         r = permute_probability(progress, self.config.anneal_start, self.config.anneal_end) if self.training else 0.0
         cond = self.training_condition(cond)
         order = self.sample_orders(tokens.ids.shape[0], r)
-        logits = self.logits(tokens, cond, order)
-        target = tokens.ids.gather(1, order)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1))
+        loss, _ = head_cross_entropy(self.hidden(tokens, cond, order), self.head, tokens.ids.gather(1, order))
         return loss, {"ce": loss.detach(), "rar/permute_prob": torch.tensor(r)}
 
 

@@ -28,6 +28,7 @@ from mmgen.data.shapes_text import shapes_text_vocab
 from mmgen.models.base import CondEmbedder, Condition, Generator, GeneratorConfig
 from mmgen.models.decoding import Decode
 from mmgen.nn.layers import swiglu_hidden
+from mmgen.nn.losses import head_cross_entropy
 from mmgen.nn.masks import Causal
 from mmgen.nn.transformer import Transformer
 from mmgen.registry import register_preset
@@ -158,6 +159,10 @@ class RasterGenerator(Generator):
         that order instead (RAR): row ``i`` predicts token ``order[:, i]``; every token keeps the
         RoPE coordinate of its own cell and each slot gets the target embedding of the cell it predicts.
         """
+        return self.head(self.hidden(tokens, cond, order))
+
+    def hidden(self, tokens: Tokens, cond: Condition, order: torch.Tensor | None = None) -> torch.Tensor:
+        """The final hidden states ``(B, N, dim)`` the head reads in ``logits`` (the training loss runs the head chunked)."""
         ids = tokens.ids
         if ids is None or tokens.layout != self.layout:
             raise ValueError(f"expected discrete tokens with layout {self.layout}, got {tokens.layout}")
@@ -167,7 +172,7 @@ class RasterGenerator(Generator):
         if order is None:
             x = self._token_dropout(torch.cat([prefix, self.tok_embed(self._noisy_context(ids[:, :-1]))], dim=1))
             h = self._run(self._add_targets(x, 0), self._token_positions(0, P + N - 1), pooled)
-            return self.head(h[:, P - 1 :])
+            return h[:, P - 1 :]
         if order.shape != ids.shape:
             raise ValueError(f"order must have the tokens' shape {tuple(ids.shape)}, got {tuple(order.shape)}")
         x = self._token_dropout(torch.cat([prefix, self.tok_embed(self._noisy_context(ids.gather(1, order[:, :-1])))], dim=1))
@@ -176,7 +181,7 @@ class RasterGenerator(Generator):
         grid = self.positions[P:][order[:, :-1]]  # (B, N-1, axes): each token at its own cell
         positions = torch.cat([self.positions[:P].expand(ids.shape[0], -1, -1), grid], dim=1)
         h = self._run(x, positions, pooled)
-        return self.head(h[:, P - 1 :])
+        return h[:, P - 1 :]
 
     def _noisy_context(self, ids: torch.Tensor) -> torch.Tensor:
         """Input ids with a per-sample fraction ~ U(0, ``context_noise``) replaced by random codes (training only)."""
@@ -203,12 +208,11 @@ class RasterGenerator(Generator):
 
     def forward(self, tokens: Tokens, cond: Condition) -> tuple[torch.Tensor, dict]:
         cond = self.training_condition(cond)
-        logits = self.logits(tokens, cond)
         target = tokens.ids
         if isinstance(self.layout, SegmentsLayout):  # nothing to learn after the first end token
             after_end = F.pad((target == self.layout.end_id).long().cumsum(1)[:, :-1], (1, 0)) > 0
             target = target.masked_fill(after_end, -100)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1), ignore_index=-100)
+        loss, _ = head_cross_entropy(self.hidden(tokens, cond), self.head, target)
         return loss, {"ce": loss.detach()}
 
     def forward_passes(self) -> int:

@@ -18,7 +18,7 @@ from torch import nn
 from mmgen.data.shapes_text import shapes_text_vocab
 from mmgen.models.base import CondEmbedder, Condition, Generator, GeneratorConfig
 from mmgen.models.decoding import Decode
-from mmgen.nn.losses import linear_cross_entropy
+from mmgen.nn.losses import head_cross_entropy
 from mmgen.nn.masks import BlockCausal
 from mmgen.nn.transformer import Transformer
 from mmgen.registry import register_preset
@@ -134,17 +134,11 @@ class VARGenerator(Generator):
     def forward(self, tokens: Tokens, cond: Condition) -> tuple[torch.Tensor, dict]:
         """Mean cross-entropy over all scales; the per-token losses it is computed from give the per-scale logs.
 
-        Outside autocast the head and the loss run chunked (``linear_cross_entropy``): the
+        The head and the loss run chunked (``head_cross_entropy``) outside autocast: the
         ``(B, N, V)`` logits are never materialised.
         """
         cond = self.training_condition(cond)
-        h, ids = self._hidden(self._var_input(tokens), cond), tokens.ids
-        if torch.is_autocast_enabled(h.device.type):
-            per_tok = F.cross_entropy(self.head(h).float().transpose(1, 2), ids, reduction="none")
-            loss, per_tok = per_tok.mean(), per_tok.detach()
-        else:
-            loss, per_tok = linear_cross_entropy(h.reshape(-1, h.shape[-1]), self.head.weight, self.head.bias, ids.reshape(-1))
-        per_tok = per_tok.view_as(ids)
+        loss, per_tok = head_cross_entropy(self._hidden(self._var_input(tokens), cond), self.head, tokens.ids)
         logs = {"ce": loss.detach()}  # per scale: where the model struggles
         logs |= {f"ce_s{s}": part.mean() for s, part in zip(self.layout.scales, self.layout.split(per_tok))}
         return loss, logs

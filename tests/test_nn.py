@@ -199,15 +199,18 @@ def test_kv_cache_truncate_forgets_the_tail(max_len):
         cache.truncate(10)
 
 
-@pytest.mark.parametrize("bias", [True, False])
-def test_linear_cross_entropy_matches_the_logits_path(bias):
-    """Chunked head + CE (grads computed in the forward): the loss, per-token losses and every gradient of the plain path."""
+@pytest.mark.parametrize("bias,ignored", [(True, False), (False, False), (True, True)])
+def test_linear_cross_entropy_matches_the_logits_path(bias, ignored):
+    """Chunked head + CE (grads computed in the forward): the loss, per-token losses and every gradient of the plain path,
+    ignored targets (-100) included."""
     from mmgen.nn.losses import linear_cross_entropy
 
     g = torch.Generator().manual_seed(0)
     h = torch.randn(300, 16, generator=g, requires_grad=True)
     head = nn.Linear(16, 50, bias=bias)
     targets = torch.randint(0, 50, (300,), generator=g)
+    if ignored:
+        targets[torch.rand(300, generator=g) < 0.3] = -100
     loss, per_tok = linear_cross_entropy(h, head.weight, head.bias, targets, chunk=64)  # 300 rows: a partial last chunk
     (3 * loss).backward()  # the upstream gradient scales every gradient
     mine = [h.grad, head.weight.grad] + ([head.bias.grad] if bias else [])
@@ -215,12 +218,31 @@ def test_linear_cross_entropy_matches_the_logits_path(bias):
     head2 = nn.Linear(16, 50, bias=bias).requires_grad_(True)
     head2.load_state_dict(head.state_dict())
     ref_tok = F.cross_entropy(head2(h2), targets, reduction="none")
-    (3 * ref_tok.mean()).backward()
+    ref_loss = F.cross_entropy(head2(h2), targets)
+    (3 * ref_loss).backward()
     ref = [h2.grad, head2.weight.grad] + ([head2.bias.grad] if bias else [])
     torch.testing.assert_close(per_tok, ref_tok.detach(), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(loss.detach(), ref_tok.mean().detach(), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(loss.detach(), ref_loss.detach(), rtol=1e-6, atol=1e-7)
     for a, b in zip(mine, ref):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
     assert not per_tok.requires_grad
+    if ignored:
+        assert torch.all(h.grad[targets == -100] == 0) and torch.all(per_tok[targets == -100] == 0)
     with pytest.raises(ValueError, match=r"targets \(N,\)"):
         linear_cross_entropy(h, head.weight, head.bias, targets[:10])
+
+
+def test_head_cross_entropy_same_loss_under_autocast_and_chunked():
+    """The generators' one loss: the chunked path and the autocast logits path give the same mean and per-token shape."""
+    from mmgen.nn.losses import head_cross_entropy
+
+    g = torch.Generator().manual_seed(1)
+    h, head = torch.randn(2, 40, 16, generator=g), nn.Linear(16, 30)
+    targets = torch.randint(0, 30, (2, 40), generator=g)
+    targets[0, -5:] = -100
+    loss, per_tok = head_cross_entropy(h, head, targets)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss_bf16, per_bf16 = head_cross_entropy(h, head, targets)
+    assert per_tok.shape == per_bf16.shape == targets.shape and per_bf16.dtype == torch.float32
+    torch.testing.assert_close(loss, F.cross_entropy(head(h).flatten(0, 1), targets.flatten()), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(loss_bf16, loss, rtol=0.02, atol=0.02)

