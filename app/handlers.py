@@ -29,7 +29,7 @@ from mmgen.sampler import CFG_SCHEDULES, SamplerConfig
 __all__ = ["Request", "Update", "Limits", "validate", "generate", "settings_record", "grid", "write_gif", "write_mp4", "settings_file", "save_png",
            "display_scale", "prune", "page_defaults", "user_message", "checkpoint_name"]
 _WORDING = {"cfg_scale": "CFG scale", "cfg_schedule": "CFG schedule", "cfg_power": "CFG power", "top_k": "top-k", "top_p": "top-p",
-            "flow_steps": "flow steps", "flow_solver": "flow solver", "token_budget": "token budget", "static_cache": "static cache"}
+            "flow_steps": "flow steps", "flow_solver": "flow solver", "flow_context_t": "context noise", "token_budget": "token budget", "static_cache": "static cache"}
 
 
 def user_message(error: BaseException | str) -> str:

@@ -8,8 +8,8 @@
         teacher-forced=runs/shapes-xar-tf/model single-target=runs/shapes-xar-one/model --json bench/results/xar_ablation.json
 
 A row is ``name=folder`` or ``name=folder:key=value,...``: the keys are sampler fields
-(``flow_steps=50,flow_solver=euler-maruyama,cfg_scale=3,cfg_schedule=linear``) or
-the generator's sampling-time config (``context_t=0.1``), on top of one common sampler (the
+(``flow_steps=50,flow_solver=euler-maruyama,cfg_scale=3,cfg_schedule=linear,flow_context_t=0.1``),
+on top of one common sampler (the
 shipped xAR's: cfg 1.5 constant on the velocity, 25 Euler steps per entity). ``--seeds`` are prompt
 seeds: every row is judged on the same fresh prompts of each seed, and reports the mean and the
 spread over seeds. Sampling time: best of ``--repeats`` batches of ``--speed-batch`` one-object
@@ -33,7 +33,6 @@ from mmgen.modeling import write_json_atomic
 from mmgen.sampler import SamplerConfig
 
 SAMPLER = SamplerConfig(cfg_scale=1.5, cfg_schedule="constant", temperature=1.0, flow_steps=25, seed=0)
-MODEL_KNOBS = ("context_t",)  # generator config fields read only at sampling time
 FIELDS = ("whole", "color", "shape", "size", "position", "count")
 
 
@@ -44,7 +43,7 @@ def parse_row(spec: str) -> tuple[str, str, dict]:
     over = {}
     for kv in filter(None, knobs.split(",")):
         k, _, v = kv.partition("=")
-        allowed = {f.name for f in fields(SamplerConfig)} | set(MODEL_KNOBS)
+        allowed = {f.name for f in fields(SamplerConfig)}
         if k not in allowed:
             raise ValueError(f"row {name!r}: unknown knob {k!r}; allowed: {', '.join(sorted(allowed))}")
         try:
@@ -57,10 +56,7 @@ def parse_row(spec: str) -> tuple[str, str, dict]:
 def measure(name: str, path: str, over: dict, args) -> dict:
     pipe = mmgen.load(path)
     gen = pipe.generator
-    for k in MODEL_KNOBS:
-        if k in over:
-            setattr(gen.config, k, float(over[k]))
-    sampler = replace(SAMPLER, **{k: v for k, v in over.items() if k not in MODEL_KNOBS})
+    sampler = replace(SAMPLER, **over)
     row = {"name": name, "model": path, "knobs": over, "entities": gen.config.entities, "noisy_context": gen.config.noisy_context,
            "time_cond": getattr(gen.config, "time_cond", "input"), "ar_steps": gen.forward_passes(), "sampler": asdict(sampler)}
     for objects, n in ((1, args.n1), (2, args.n2)):

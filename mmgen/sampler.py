@@ -26,7 +26,7 @@ FLOW_SOLVERS = ("euler", "euler-maruyama")  # ODE / SDE integrators of flow head
 DECODING_FIELDS = ("seed", "use_cache", "static_cache")  # every generator (the one decode loop)
 GUIDANCE_FIELDS = ("cfg_scale", "cfg_schedule", "cfg_power")  # conditional generators
 CATEGORICAL_FIELDS = ("temperature", "top_k", "top_p")  # generators that sample ids from logits
-FLOW_FIELDS = ("flow_steps", "flow_solver")  # generators with a flow-matching head
+FLOW_FIELDS = ("flow_steps", "flow_solver", "flow_context_t")  # generators with a flow-matching head
 
 
 @dataclass
@@ -39,6 +39,9 @@ class SamplerConfig:
     cfg_power: float = 2.75  # exponent of the power-cosine schedule
     flow_steps: int = 25  # ODE/SDE steps for flow heads
     flow_solver: Literal["euler", "euler-maruyama"] = "euler"  # probability-flow ODE or reverse SDE
+    # noisy-context flow generators (xAR): each finished entity re-enters the context noised to this t
+    # (and labelled with it); 0 = the clean entity at t = 0, as the reference samples
+    flow_context_t: float = 0.0
     token_budget: int = 0  # 0 = all tokens (flexible-length tokenizers)
     use_cache: bool = True
     static_cache: bool = False  # fixed-shape KV buffers (torch.compile / CUDA graphs); attends over the full length
@@ -48,7 +51,7 @@ class SamplerConfig:
         self.validate()
 
     def validate(self) -> "SamplerConfig":
-        for name in ("temperature", "top_p", "cfg_scale", "cfg_power"):
+        for name in ("temperature", "top_p", "cfg_scale", "cfg_power", "flow_context_t"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
@@ -68,6 +71,8 @@ class SamplerConfig:
             raise ValueError(f"flow_steps must be >= 1, got {self.flow_steps}")
         if self.flow_solver not in FLOW_SOLVERS:
             raise ValueError(f"flow_solver must be one of {FLOW_SOLVERS}, got {self.flow_solver!r}")
+        if not 0.0 <= self.flow_context_t < 1.0:
+            raise ValueError(f"flow_context_t must be in [0, 1), got {self.flow_context_t}")
         if self.token_budget < 0:
             raise ValueError(f"token_budget must be >= 0, got {self.token_budget}")
         return self

@@ -20,7 +20,7 @@ the velocity network of every AR step:
   SDE (Euler–Maruyama) with ``flow_steps`` transformer passes over that entity only;
   classifier-free guidance on the velocity with the doubled ``[cond; uncond]`` batch, scale
   scheduled over entities (the reference: linear). Then the *clean* entity (``t = 0``; or noised to
-  ``context_t``) is appended to the KV cache; the ODE steps' own keys are rolled back, so the cache
+  ``flow_context_t``) is appended to the KV cache; the ODE steps' own keys are rolled back, so the cache
   only ever holds the prefix and the context.
 """
 from __future__ import annotations
@@ -60,9 +60,6 @@ class XARConfig(GeneratorConfig):
     # How a slot's noise level t reaches the transformer: "input" adds its embedding to the slot's
     # input; "adaln" adds it to the condition of every block's AdaLN, per slot (the reference).
     time_cond: Literal["input", "adaln"] = "input"
-    # Sampling only: noise level of the context. Each finished entity re-enters the sequence noised
-    # to this t (and labelled with it); 0 = the clean entity at t = 0, as the reference samples.
-    context_t: float = 0.0
 
 
 class XARGenerator(Generator):
@@ -80,8 +77,6 @@ class XARGenerator(Generator):
             raise ValueError(f"xAR's AdaLN condition has the model width {tconfig.dim}; got adaln_dim={tconfig.adaln_dim}")
         if config.time_cond not in ("input", "adaln"):
             raise ValueError(f"time_cond={config.time_cond!r}; allowed: input, adaln")
-        if not 0.0 <= config.context_t < 1.0:
-            raise ValueError(f"context_t must be in [0, 1), got {config.context_t}")
         tconfig.adaln_dim = tconfig.dim  # on the generator's own copy of the config (the base copies it)
         self.schedule: EntitySchedule = parse_entities(config.entities, self.layout)
         dim, M = tconfig.dim, self.schedule.num_slots
@@ -202,13 +197,13 @@ class XARGenerator(Generator):
     def _decode_cond(self, d: Decode, pooled: torch.Tensor, start: int, n: int) -> torch.Tensor:
         """AdaLN condition of slots ``start..start+n-1`` while sampling (``time_cond="adaln"``).
 
-        Context slots carry ``context_t``'s embedding; the entity being denoised
+        Context slots carry the embedding of the sampler's ``flow_context_t``; the entity being denoised
         (``d.state["current"] = (first slot, t_emb)``) its ODE time.
         """
         cond = pooled[:, None].repeat(1, n, 1)
         P = self.prefix_len
         if start + n > P:
-            cond[:, max(start, P) - start :] += self.time_embed(pooled.new_full((1,), self.config.context_t))
+            cond[:, max(start, P) - start :] += self.time_embed(pooled.new_full((1,), d.sampler.flow_context_t))
         if d.state["current"] is not None:
             a, t_emb = d.state["current"]
             s = P + a - start
@@ -231,7 +226,7 @@ class XARGenerator(Generator):
         d.state["current"] = None
         if k + 1 == d.steps:
             return None
-        ctx, tc = seq[:, a:b], self.config.context_t
+        ctx, tc = seq[:, a:b], d.sampler.flow_context_t
         if tc > 0:  # re-noise the finished entity to the context's noise level
             ctx = interpolate(ctx, torch.randn(ctx.shape, generator=d.rng, device=self.device), tc)[0]
         return self._embed(ctx, self.time_embed(seq.new_full((d.batch, b - a), tc)), a)

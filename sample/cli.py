@@ -41,6 +41,7 @@ HELP = {
     "cfg_power": "exponent of the power-cosine guidance schedule",
     "flow_steps": "ODE/SDE steps per AR step of flow-head models (xAR)",
     "flow_solver": "euler (ODE) or euler-maruyama (SDE) for flow heads",
+    "flow_context_t": "noisy-context flow models (xAR): noise level in [0, 1) at which finished entities re-enter the context (0 = clean)",
     "token_budget": "flexible-length (FlexTok) models: sample only the first k tokens and decode that prefix (0 = all)",
     "use_cache": "KV cache (--no-cache recomputes the full sequence every step: slow reference)",
     "static_cache": "fixed-shape KV buffers (torch.compile / CUDA graphs)",
