@@ -42,15 +42,15 @@ from timm.layers import build_sincos2d_pos_embed
 from torch import nn
 
 from mmgen.config import from_dict, to_dict
-from mmgen.nn.flow import TimestepEmbedder, interpolate, solve_flow
+from mmgen.nn.flow import TimestepEmbedder, solve_flow
 from mmgen.nn.masks import Causal, Full
 from mmgen.nn.transformer import Transformer, TransformerConfig
 from mmgen.registry import register_preset
 from mmgen.tokens import SequenceLayout, Tokens
 
 from .base import ImageTokenizer
+from .flextok_objective import T_MIN, FlexTokObjective
 from .fsq import FSQ, check_levels
-from .losses import psnr
 
 __all__ = ["FlexTokConfig", "FlexTokTokenizer"]
 
@@ -93,16 +93,13 @@ class FlexTokConfig:
     decode_seed: int = 0  # decode() starts from this seeded noise, so it is deterministic
 
 
-_T_MIN = 0.05  # x-prediction: v = (x_t - x) / t is clipped below this noise level (JiT)
-
-
 def _grid_positions(g: int) -> torch.Tensor:
     """M-RoPE coordinates ``(0, row, col)`` of a ``g x g`` patch grid."""
     r, c = torch.meshgrid(torch.arange(g, device="cpu"), torch.arange(g, device="cpu"), indexing="ij")
     return torch.stack([torch.zeros_like(r), r, c], -1).reshape(-1, 3).float()
 
 
-class FlexTokTokenizer(ImageTokenizer):
+class FlexTokTokenizer(FlexTokObjective, ImageTokenizer):
     """Image -> ``Tokens(ids=(B, k), layout=SequenceLayout(k))`` for any ``1 <= k <= K``, and back."""
 
     config_class: ClassVar[type] = FlexTokConfig
@@ -283,7 +280,7 @@ class FlexTokTokenizer(ImageTokenizer):
         out = self.predict(registers, x_t, t)
         if self.config.prediction == "v":
             return out
-        return (x_t.float() - out) / t.clamp_min(_T_MIN)[:, None, None]  # v = (x_t - x) / t
+        return (x_t.float() - out) / t.clamp_min(T_MIN)[:, None, None]  # v = (x_t - x) / t
 
     def check_ids(self, tokens: Tokens | torch.Tensor) -> torch.Tensor:
         """The ``(B, k)`` ids of a prefix (``1 <= k <= K``), after checking layout, dtype and range."""
@@ -340,89 +337,6 @@ class FlexTokTokenizer(ImageTokenizer):
     def reconstruct(self, pixels: torch.Tensor, k: int | None = None, **decode_kw: Any) -> torch.Tensor:
         """``decode(encode(pixels, k))``."""
         return self.decode(self.encode(pixels, k), **decode_kw)
-
-    # ----- training
-    def _teacher_features(self, pixels: torch.Tensor) -> torch.Tensor:
-        """The frozen REPA teacher's conv-encoder features, pooled to the patch grid: ``(B, patches, repa_dim)``."""
-        from mmgen.modeling import load_module
-
-        if "_teacher" not in self.__dict__:  # a plain attribute: not a submodule, so never saved, moved or trained with us
-            self.__dict__["_teacher"] = load_module(self.config.repa_teacher).requires_grad_(False).eval()
-        teacher = self.__dict__["_teacher"].to(pixels.device)
-        with torch.no_grad():
-            f = F.adaptive_avg_pool2d(teacher.encoder(pixels).float(), self.config.grid_size // self.config.patch_size)
-        if f.shape[1] != self.config.repa_dim:
-            raise ValueError(f"repa_dim={self.config.repa_dim} but the teacher {self.config.repa_teacher!r} gives {f.shape[1]} channels")
-        return rearrange(f, "b c h w -> b (h w) c")
-
-    def _repa_loss(self, pixels: torch.Tensor, hidden: torch.Tensor, r: int) -> torch.Tensor:
-        """REPA: negative cosine similarity between projected decoder patch states and the teacher's features."""
-        target = self._teacher_features(pixels).repeat(r, 1, 1)
-        pred = self.repa_proj(hidden[:, self.num_registers :].float())
-        return -F.cosine_similarity(pred, target, dim=-1).mean()
-
-    def sample_keep(self, batch: int, device: torch.device | str) -> torch.Tensor:
-        """Nested dropout: tokens kept per sample, ``(B,)`` in ``1..K`` (0 with probability ``null_prob``)."""
-        K = self.num_registers
-        if self.config.keep_k == "pow2":
-            sizes = sorted({2**i for i in range(K.bit_length()) if 2**i <= K} | {K})
-            k = torch.tensor(sizes, device=device)[torch.randint(len(sizes), (batch,), device=device)]
-        else:
-            k = torch.randint(1, K + 1, (batch,), device=device)
-        return torch.where(torch.rand(batch, device=device) < self.config.null_prob, 0, k)
-
-    def sample_t(self, batch: int, device: torch.device | str) -> torch.Tensor:
-        """Training noise levels: logit-normal (the reference) or uniform, shifted by ``time_shift``; ``pure_noise_prob`` of them 1."""
-        t = torch.sigmoid(torch.randn(batch, device=device)) if self.config.time_dist == "logit-normal" else torch.rand(batch, device=device)
-        s = self.config.time_shift
-        t = s * t / (1 + (s - 1) * t)
-        return torch.where(torch.rand(batch, device=device) < self.config.pure_noise_prob, 1.0, t)
-
-    def loss(self, pixels: torch.Tensor, step: int = 0) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Rectified-flow loss of the decoder given nested-dropped FSQ registers, and logs."""
-        x = self.check_pixels(pixels)
-        grid = self._to_grid(x)
-        target = self._patchify(grid).float()
-        codes, ids = self._encode(grid)
-        K, dev, r = self.num_registers, x.device, self.config.noise_draws
-        if r > 1:  # every image encoded once, decoded from r noise draws (and r token budgets)
-            grid, target, codes = grid.repeat(r, 1, 1, 1), target.repeat(r, 1, 1), codes.repeat(r, 1, 1)
-        B = target.shape[0]
-        k = self.sample_keep(B, dev)
-        regs = self._registers_in(codes, torch.arange(K, device=dev) < k[:, None])
-        t = self.sample_t(B, dev)
-        x_t, v = interpolate(target, torch.randn_like(target), t[:, None, None])
-        repa = self.config.repa_weight > 0
-        if repa:  # the patch states after block repa_layer, caught on the way through the decoder
-            caught: list[torch.Tensor] = []
-            hook = self.dec.blocks[self.config.repa_layer - 1].register_forward_hook(lambda m, a, o: caught.append(o))
-        try:
-            out = self.predict(regs, x_t, t)
-        finally:
-            if repa:
-                hook.remove()
-        if self.config.prediction == "v":
-            flow, x0 = F.mse_loss(out, v), (x_t - t[:, None, None] * out).detach()
-        else:  # x-prediction, still the velocity loss (JiT): ||v_hat - v||^2 = ||x_hat - x||^2 / t^2
-            flow = (((out - target) / t.clamp_min(_T_MIN)[:, None, None]) ** 2).mean()
-            x0 = out.detach()
-        repa_loss = self._repa_loss(x, caught[0], r) if repa else torch.zeros((), device=dev)
-        loss = flow + self.config.repa_weight * repa_loss
-        with torch.no_grad():  # one-step estimate of the clean grid: a cheap reconstruction monitor
-            x0 = self._unpatchify(x0)
-            counts = torch.bincount(ids.reshape(-1), minlength=self.vocab_size).float()
-            p = counts / counts.sum()
-            logs = {
-                "loss": loss.detach(), "flow_loss": flow.detach(), "repa_loss": repa_loss.detach(), "quant_loss": torch.zeros((), device=dev),
-                "recon_loss": F.mse_loss(x0, grid.float()), "psnr": psnr(x0.clamp(-1, 1), grid) if self.autoencoder is None else psnr(x0, grid),
-                "codebook_usage": (counts > 0).float().mean(), "perplexity": torch.exp(-(p * torch.log(p.clamp_min(1e-10))).sum()),
-                "keep_k": k.float().mean(),
-            }
-        return loss, logs
-
-    def forward(self, pixels: torch.Tensor, step: int = 0) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Same as :meth:`loss` (under DDP the wrapper's forward is what runs)."""
-        return self.loss(pixels, step)
 
 
 def _register() -> None:

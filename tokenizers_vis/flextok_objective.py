@@ -1,0 +1,104 @@
+"""FlexTok's training objective, a mixin of :class:`~mmgen.tokenizers_vis.flextok.FlexTokTokenizer`.
+
+Nested dropout of the registers (``sample_keep``), the decoder's noise levels (``sample_t``), the
+rectified-flow loss given the kept FSQ registers (velocity or x-prediction), and the optional REPA
+alignment of decoder states to a frozen teacher's features. It reads the tokenizer's modules and
+config; nothing here runs when encoding or decoding.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from mmgen.nn.flow import interpolate
+
+from .losses import psnr
+
+T_MIN = 0.05  # x-prediction: v = (x_t - x) / t is clipped below this noise level (JiT)
+
+
+class FlexTokObjective:
+    def _teacher_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The frozen REPA teacher's conv-encoder features, pooled to the patch grid: ``(B, patches, repa_dim)``."""
+        from mmgen.modeling import load_module
+
+        if "_teacher" not in self.__dict__:  # a plain attribute: not a submodule, so never saved, moved or trained with us
+            self.__dict__["_teacher"] = load_module(self.config.repa_teacher).requires_grad_(False).eval()
+        teacher = self.__dict__["_teacher"].to(pixels.device)
+        with torch.no_grad():
+            f = F.adaptive_avg_pool2d(teacher.encoder(pixels).float(), self.config.grid_size // self.config.patch_size)
+        if f.shape[1] != self.config.repa_dim:
+            raise ValueError(f"repa_dim={self.config.repa_dim} but the teacher {self.config.repa_teacher!r} gives {f.shape[1]} channels")
+        return rearrange(f, "b c h w -> b (h w) c")
+
+    def _repa_loss(self, pixels: torch.Tensor, hidden: torch.Tensor, r: int) -> torch.Tensor:
+        """REPA: negative cosine similarity between projected decoder patch states and the teacher's features."""
+        target = self._teacher_features(pixels).repeat(r, 1, 1)
+        pred = self.repa_proj(hidden[:, self.num_registers :].float())
+        return -F.cosine_similarity(pred, target, dim=-1).mean()
+
+    def sample_keep(self, batch: int, device: torch.device | str) -> torch.Tensor:
+        """Nested dropout: tokens kept per sample, ``(B,)`` in ``1..K`` (0 with probability ``null_prob``)."""
+        K = self.num_registers
+        if self.config.keep_k == "pow2":
+            sizes = sorted({2**i for i in range(K.bit_length()) if 2**i <= K} | {K})
+            k = torch.tensor(sizes, device=device)[torch.randint(len(sizes), (batch,), device=device)]
+        else:
+            k = torch.randint(1, K + 1, (batch,), device=device)
+        return torch.where(torch.rand(batch, device=device) < self.config.null_prob, 0, k)
+
+    def sample_t(self, batch: int, device: torch.device | str) -> torch.Tensor:
+        """Training noise levels: logit-normal (the reference) or uniform, shifted by ``time_shift``; ``pure_noise_prob`` of them 1."""
+        t = torch.sigmoid(torch.randn(batch, device=device)) if self.config.time_dist == "logit-normal" else torch.rand(batch, device=device)
+        s = self.config.time_shift
+        t = s * t / (1 + (s - 1) * t)
+        return torch.where(torch.rand(batch, device=device) < self.config.pure_noise_prob, 1.0, t)
+
+    def loss(self, pixels: torch.Tensor, step: int = 0) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Rectified-flow loss of the decoder given nested-dropped FSQ registers, and logs."""
+        x = self.check_pixels(pixels)
+        grid = self._to_grid(x)
+        target = self._patchify(grid).float()
+        codes, ids = self._encode(grid)
+        K, dev, r = self.num_registers, x.device, self.config.noise_draws
+        if r > 1:  # every image encoded once, decoded from r noise draws (and r token budgets)
+            grid, target, codes = grid.repeat(r, 1, 1, 1), target.repeat(r, 1, 1), codes.repeat(r, 1, 1)
+        B = target.shape[0]
+        k = self.sample_keep(B, dev)
+        regs = self._registers_in(codes, torch.arange(K, device=dev) < k[:, None])
+        t = self.sample_t(B, dev)
+        x_t, v = interpolate(target, torch.randn_like(target), t[:, None, None])
+        repa = self.config.repa_weight > 0
+        if repa:  # the patch states after block repa_layer, caught on the way through the decoder
+            caught: list[torch.Tensor] = []
+            hook = self.dec.blocks[self.config.repa_layer - 1].register_forward_hook(lambda m, a, o: caught.append(o))
+        try:
+            out = self.predict(regs, x_t, t)
+        finally:
+            if repa:
+                hook.remove()
+        if self.config.prediction == "v":
+            flow, x0 = F.mse_loss(out, v), (x_t - t[:, None, None] * out).detach()
+        else:  # x-prediction, still the velocity loss (JiT): ||v_hat - v||^2 = ||x_hat - x||^2 / t^2
+            flow = (((out - target) / t.clamp_min(T_MIN)[:, None, None]) ** 2).mean()
+            x0 = out.detach()
+        repa_loss = self._repa_loss(x, caught[0], r) if repa else torch.zeros((), device=dev)
+        loss = flow + self.config.repa_weight * repa_loss
+        with torch.no_grad():  # one-step estimate of the clean grid: a cheap reconstruction monitor
+            x0 = self._unpatchify(x0)
+            counts = torch.bincount(ids.reshape(-1), minlength=self.vocab_size).float()
+            p = counts / counts.sum()
+            logs = {
+                "loss": loss.detach(), "flow_loss": flow.detach(), "repa_loss": repa_loss.detach(), "quant_loss": torch.zeros((), device=dev),
+                "recon_loss": F.mse_loss(x0, grid.float()), "psnr": psnr(x0.clamp(-1, 1), grid) if self.autoencoder is None else psnr(x0, grid),
+                "codebook_usage": (counts > 0).float().mean(), "perplexity": torch.exp(-(p * torch.log(p.clamp_min(1e-10))).sum()),
+                "keep_k": k.float().mean(),
+            }
+        return loss, logs
+
+    def forward(self, pixels: torch.Tensor, step: int = 0) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Same as :meth:`loss` (under DDP the wrapper's forward is what runs)."""
+        return self.loss(pixels, step)
