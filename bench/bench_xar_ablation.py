@@ -1,9 +1,10 @@
 """xAR ablations on ``shapes``: trainings and sampler knobs, judge accuracy and sampling time side by side.
 
-    mmgen train generator --recipe train/recipes/shapes_xar.yaml                       # cell:2, noisy context
-    mmgen train generator --recipe train/recipes/shapes_xar.yaml --out runs/shapes-xar-token model_args.entities=token
-    mmgen train generator --recipe train/recipes/shapes_xar.yaml --out runs/shapes-xar-tf model_args.noisy_context=false
-    mmgen train generator --recipe train/recipes/shapes_xar.yaml --out runs/shapes-xar-one model_args.single_target=true
+    X="mmgen train generator --recipe train/recipes/shapes_xar.yaml"                  # token entities, AdaLN noise level
+    $X --out runs/shapes-xar model_args.entities=cell:2 model_args.time_cond=input      # the first shipped xAR
+    $X --out runs/shapes-xar-token model_args.time_cond=input
+    $X --out runs/shapes-xar-tf model_args.entities=cell:2 model_args.time_cond=input model_args.noisy_context=false
+    $X --out runs/shapes-xar-one model_args.entities=cell:2 model_args.time_cond=input model_args.single_target=true
     python bench/bench_xar_ablation.py cell=runs/shapes-xar/model token=runs/shapes-xar-token/model \\
         teacher-forced=runs/shapes-xar-tf/model single-target=runs/shapes-xar-one/model --json bench/results/xar_ablation.json
 

@@ -94,7 +94,7 @@ register_paradigm(Paradigm("rar", "RAR random order annealed to raster", {
     "shapes": WorldSetup("rar-tiny", "checkpoints/shapes-raster/tokenizer"),
     "digits": WorldSetup("rar-tiny-class", "checkpoints/digits-raster/tokenizer"),
 }))
-register_paradigm(Paradigm("xar", "xAR next-cell, flow matching", {
+register_paradigm(Paradigm("xar", "xAR next-token, flow matching", {
     "shapes": WorldSetup("xar-tiny", "checkpoints/shapes-xar/tokenizer"),
 }))
 register_paradigm(Paradigm("subobject", "raster over subobject segments", {

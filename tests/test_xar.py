@@ -12,7 +12,9 @@ from mmgen.nn.masks import BlockCausal, dense_mask
 from mmgen.sampler import SamplerConfig
 from mmgen.tokens import GridLayout, Tokens
 
-SMALL = dict(transformer=dict(dim=48, depth=2, heads=4), head_depth=1)
+# Small and with 2x2-cell entities (16 of 4 tokens), so the tests see multi-token entities; the presets'
+# single-token entities are one of the parametrized schedules below.
+SMALL = dict(transformer=dict(dim=48, depth=2, heads=4), head_depth=1, entities="cell:2")
 GRID = GridLayout(8, 8)
 
 
