@@ -4,7 +4,8 @@ One class per family builds the pair from the user's clone (imported, never copi
 converted model gives the official logits, and returns the two closures of each measurement:
 
 - ``train``: one training step as the official training script runs it (train mode, its dropouts,
-  its loss) -> backward -> ``clip_grad_norm_`` -> AdamW (the same ``torch.optim.AdamW`` on both sides).
+  its loss) -> backward -> ``clip_grad_norm_`` -> AdamW as each side's training script builds it
+  (``adamw="plain"``: the unfused ``torch.optim.AdamW`` on both).
 - ``sample``: class labels -> all image tokens with the paper's sampler (mmgen's ``paper`` preset,
   read from the same script), KV cache on both sides, eval mode, no tokenizer decode.
 

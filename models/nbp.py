@@ -168,11 +168,12 @@ class NBPGenerator(Generator):
         ``cached=True`` runs the same sequence one block (or frame-0 token) at a time through the KV
         cache, exactly as sampling does (a test of cache equivalence).
         """
-        if tokens.ids is None or tokens.layout != self.layout:
-            raise ValueError(f"expected discrete tokens with layout {self.layout}, got {tokens.layout}")
         return self.head(self._hidden(tokens, cond, cached))
 
     def _hidden(self, tokens: Tokens, cond: Condition, cached: bool = False) -> torch.Tensor:
+        """The final hidden states the head reads in ``logits`` (the training loss runs the head chunked)."""
+        if tokens.ids is None or tokens.layout != self.layout:
+            raise ValueError(f"expected discrete tokens with layout {self.layout}, got {tokens.layout}")
         prefix, _ = self.cond_embed(cond)
         x = self._inputs(tokens.ids[:, self.perm], prefix)
         if not cached:

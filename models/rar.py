@@ -66,7 +66,7 @@ class RARGenerator(RasterGenerator):
         """Loss at training ``progress`` in [0, 1] (the trainer passes ``step / steps``); eval is raster order."""
         r = permute_probability(progress, self.config.anneal_start, self.config.anneal_end) if self.training else 0.0
         cond = self.training_condition(cond)
-        order = self.sample_orders(tokens.ids.shape[0], r)
+        order = self.sample_orders(cond.batch_size, r)
         loss, _ = head_cross_entropy(self.hidden(tokens, cond, order), self.head, tokens.ids.gather(1, order))
         return loss, {"ce": loss.detach(), "rar/permute_prob": torch.tensor(r)}
 

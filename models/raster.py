@@ -207,12 +207,12 @@ class RasterGenerator(Generator):
         return self.transformer(self._with_abs_pos(x, positions), positions, self._mask(), cond=cond)
 
     def forward(self, tokens: Tokens, cond: Condition) -> tuple[torch.Tensor, dict]:
-        cond = self.training_condition(cond)
+        h = self.hidden(tokens, self.training_condition(cond))  # (checks the tokens first)
         target = tokens.ids
         if isinstance(self.layout, SegmentsLayout):  # nothing to learn after the first end token
             after_end = F.pad((target == self.layout.end_id).long().cumsum(1)[:, :-1], (1, 0)) > 0
             target = target.masked_fill(after_end, -100)
-        loss, _ = head_cross_entropy(self.hidden(tokens, cond), self.head, target)
+        loss, _ = head_cross_entropy(h, self.head, target)
         return loss, {"ce": loss.detach()}
 
     def forward_passes(self) -> int:

@@ -11,6 +11,7 @@ from mmgen.models.decoding import run_in_groups
 from mmgen.pipeline import Pipeline, save_pipeline
 from mmgen.registry import preset_info
 from mmgen.sampler import SamplerConfig
+from mmgen.tokens import Tokens
 
 TINY = mmgen.list_models(kind="generator", tag="tiny")
 REFERENCE = mmgen.list_models(kind="generator", tag="reference")
@@ -199,3 +200,15 @@ def test_reference_presets_build_on_meta(name):
     key = name.replace("-mmgen", "").removesuffix("-384")  # mmgen's architecture at a paper's size; 384 px has the same weights
     value, tol = expected[key] if isinstance(expected[key], tuple) else (expected[key], 0.02)
     assert abs(n - value) / value < tol, f"{name}: {n / 1e6:.1f}M params"
+
+
+@pytest.mark.parametrize("name", ["raster-tiny", "rar-tiny", "raster-tiny-subobject", "var-tiny", "nbp-tiny"])
+def test_training_loss_refuses_tokens_of_another_layout(name):
+    """The training forward (chunked head + loss) checks its tokens as ``logits`` does: a clear error, not a shape error."""
+    gen, _ = build(name)
+    tokens, cond = batch_for(gen, n=2)
+    gen.train()
+    loss, _ = gen(tokens, cond)
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match="expected discrete tokens"):
+        gen(Tokens(tokens.layout, latents=torch.zeros(2, tokens.layout.num_tokens, 4)), cond)
