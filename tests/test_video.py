@@ -66,6 +66,21 @@ def test_world_is_deterministic_and_objects_move_inside_the_canvas():
         video_caption("red", "circle", "north")
 
 
+def test_frames_world_mixes_video_frames_and_still_scenes():
+    ds = build_dataset("shapes-frames:stills=0.5", size=32, seed=0)
+    items = [ds[i] for i in range(200)]
+    assert all(it["pixels"].shape == (3, 32, 32) for it in items) and torch.equal(ds[7]["pixels"], items[7]["pixels"])
+    video = ShapesVideoWorld(size=32, seed=0)
+    for i, it in enumerate(items[:40]):
+        if "moving" in it["caption"]:  # one of the clip's own frames
+            assert any(torch.equal(it["pixels"], f) for f in video[i]["pixels"].unbind(1))
+    stills = [it for it in items if "moving" not in it["caption"]]
+    assert 70 <= len(stills) <= 130 and any(" and " in it["caption"] for it in stills)  # two-object scenes too
+    assert all("moving" in ds_it["caption"] for ds_it in (build_dataset("shapes-frames:stills=0", size=32)[i] for i in range(20)))
+    with pytest.raises(ValueError, match="stills"):
+        build_dataset("shapes-frames:stills=1.5", size=32)
+
+
 def test_video_judge_is_right_on_real_clips_and_catches_wrong_motion():
     _, batch = clips(40)
     scores = judge_video_batch(batch["pixels"], batch["caption"])

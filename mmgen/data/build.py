@@ -133,9 +133,16 @@ def _shapes_unified(size: int, seed: int, split: str, **kw: Any):
     return UnifiedWorld(size=size, seed=seed, split=split, **kw)
 
 
+def _shapes_frames(size: int, seed: int, split: str, **kw: Any):
+    from mmgen.data.video import FramesWorld
+
+    return FramesWorld(size=size, seed=seed, split=split, **kw)
+
+
 register_dataset("shapes", _shapes, {"objects": str, "length": int})
 register_dataset("shapes-video", _shapes_video, {"frames": int, "length": int, "speed": float})
 register_dataset("shapes-unified", _shapes_unified, {"frames": int, "tasks": str, "objects": str, "length": int, "speed": float})
+register_dataset("shapes-frames", _shapes_frames, {"stills": float, "objects": str, "frames": int, "length": int, "speed": float})
 register_dataset("digits", _digits)
 register_dataset("photos", _photos, {"length": int})
 register_dataset("folder", _folder, takes_path=True)

@@ -13,6 +13,10 @@ pure function of ``(seed, i)``.
 twice is drawn twice as often). Every item has the same keys and a
 ``(3, T, H, W)`` pixel tensor so the generic collate stacks them; an image sits in frame 0
 (the other frames are black and never read).
+
+``shapes-frames``: single 32x32 frames for a per-frame tokenizer that both tasks decode: a random
+frame of a ``shapes-video`` clip, or (with probability ``stills``) a ``shapes`` scene of one or two
+objects, since a text-to-image task asks the same tokenizer for scenes no video frame shows.
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ from mmgen.data import shapes
 
 __all__ = [
     "DIRECTIONS", "TASKS", "VideoScene", "video_caption", "parse_video_caption", "sample_video_scene",
-    "render_video", "ShapesVideoWorld", "UnifiedWorld",
+    "render_video", "ShapesVideoWorld", "UnifiedWorld", "FramesWorld",
 ]
 
 DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}  # (dx, dy)
@@ -186,3 +190,35 @@ class UnifiedWorld(Dataset):
         pixels[:, 0] = item["pixels"]
         return {"pixels": pixels, "caption": item["caption"], "task": task}
 
+
+
+class FramesWorld(Dataset):
+    """Items ``{"pixels": float (3,H,W) in [-1,1], "caption": str}``: a video frame, or a still scene.
+
+    Item ``i`` is a ``shapes`` scene (``objects``) with probability ``stills``, else frame ``j`` (random)
+    of clip ``i`` of ``shapes-video``; the caption is the scene's or the clip's.
+    """
+
+    infinite = True
+
+    def __init__(self, size: int = 32, seed: int = 0, stills: float = 0.5, objects: str = "1-2", frames: int = 8,
+                 length: int = 10**9, split: str = "train", speed: float = DEFAULT_SPEED):
+        if not 0.0 <= stills <= 1.0:
+            raise ValueError(f"stills must be a fraction in [0, 1], got {stills}")
+        self.video = ShapesVideoWorld(size, seed, frames, length, split, speed)
+        self.image = shapes.ShapesWorld(size, seed, objects, length, split)
+        self.seed, self.stills, self.frames, self.length, self.split = seed, stills, frames, length, split
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict:
+        i = int(i)
+        if not 0 <= i < self.length:
+            raise IndexError(f"index {i} out of range for a FramesWorld of length {self.length}")
+        rng = np.random.default_rng([self.seed, i, _SPLITS[self.split], 1])
+        if rng.random() < self.stills:
+            item = self.image[i]
+            return {"pixels": item["pixels"], "caption": item["caption"]}
+        clip = self.video[i]
+        return {"pixels": clip["pixels"][:, int(rng.integers(self.frames))].contiguous(), "caption": clip["caption"]}
