@@ -619,3 +619,25 @@ def test_init_starts_from_a_trained_model_and_rejects_a_different_one(tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(load_module(fresh).state_dict().values(), load_module(first).state_dict().values()))
     with pytest.raises(ValueError, match="does not fit"):
         train("tokenizer", {**base, "model_args": {"dim": 6}, "init": str(first)}, out=str(tmp_path / "d"), dataset_factory=lambda spec: World())
+
+
+def test_init_only_loads_a_part_and_freeze_keeps_it_while_the_rest_trains(tmp_path):
+    base = {"model": "test-tiny-tok", "model_args": {"dim": 4}, "data": {"spec": "world"},
+            "train": dict(steps=3, batch_size=4, ckpt_every=3, ema_decay=0.0, lr=0.01, warmup_steps=0, weight_decay=0.0,
+                          progress=False, tensorboard=False, num_workers=0)}
+    run = lambda name, **kw: train("tokenizer", {**base, **kw}, out=str(tmp_path / name), dataset_factory=lambda spec: World())  # noqa: E731
+    first = load_module(run("a"))
+    # a model with an extra part (a transformer body) starts from the trained encoder, which stays frozen
+    grown = load_module(run("b", model_args={"dim": 4, "depth": 1}, init=str(tmp_path / "a" / "model"),
+                            init_only=["enc.", "norm."], freeze=["enc.", "norm."]))
+    for name in ("enc.weight", "enc.bias", "norm.weight", "norm.bias"):
+        assert torch.equal(grown.state_dict()[name], first.state_dict()[name]), name
+    assert not torch.equal(grown.dec.weight, first.dec.weight)  # not loaded: fresh init, then trained
+    with pytest.raises(ValueError, match="'encc.' matches no parameter"):
+        run("c", init=str(tmp_path / "a" / "model"), init_only=["encc."])
+    with pytest.raises(ValueError, match="lacks or has other shapes"):
+        run("d", model_args={"dim": 4, "depth": 1}, init=str(tmp_path / "a" / "model"), init_only=["body."])
+    with pytest.raises(ValueError, match="init_only needs init"):
+        run("e", init_only=["enc."])
+    with pytest.raises(ValueError, match="'nope' matches no parameter"):
+        run("f", freeze=["nope"])

@@ -36,6 +36,9 @@ class Recipe:
     model_args: dict[str, Any] = field(default_factory=dict)  # typed later by the preset's config class
     tokenizer: str | None = None  # generator recipes: folder of a trained tokenizer
     init: str | None = None  # start from this trained model folder's weights (fine-tuning); same architecture
+    init_only: list[str] | None = None  # with init: load only the parameters under these name prefixes (e.g. ["enc."]);
+    # the rest keep their fresh init, so a part of another size (a bigger decoder) can start beside trained ones
+    freeze: list[str] | None = None  # parameters under these name prefixes do not train (e.g. a trained encoder)
     data: dict[str, Any] = field(default_factory=dict)  # {spec: ..., **build_dataset kwargs}
     train: TrainConfig = field(default_factory=TrainConfig)
     out: str | None = None
@@ -79,19 +82,52 @@ def _check_resume(saved_path: Path, recipe: Recipe) -> None:
         raise ValueError(f"cannot resume: recipe differs from {saved_path} (saved, now): {diff}")
 
 
-def _init_weights(model: nn.Module, init: str | None) -> None:
-    """Load the weights of the model folder ``init`` (a fine-tune's starting point); shapes must match."""
+def _matching(names, prefixes: list[str], what: str) -> set[str]:
+    """The names under ``prefixes``; a prefix that matches nothing is an error (a typo would silently do nothing)."""
+    names = list(names)
+    for pre in prefixes:
+        if not any(n.startswith(pre) for n in names):
+            roots = sorted({n.split(".")[0] for n in names})
+            raise ValueError(f"{what} prefix {pre!r} matches no parameter; top-level names: {roots}")
+    return {n for n in names if any(n.startswith(pre) for pre in prefixes)}
+
+
+def _init_weights(model: nn.Module, init: str | None, only: list[str] | None = None) -> None:
+    """Load the weights of the model folder ``init`` (a fine-tune's starting point); shapes must match.
+
+    ``only``: load just the tensors under these name prefixes (each must exist with the same shape in both).
+    """
     if not init:
+        if only:
+            raise ValueError("init_only needs init=FOLDER")
         return
     from mmgen.modeling import load_module
 
     src = load_module(init)
     if type(src) is not type(model):
         raise ValueError(f"init={init} holds a {type(src).__name__}, the recipe builds a {type(model).__name__}")
+    state = src.state_dict()
+    if only:
+        own = model.state_dict()
+        keys = _matching(own, only, "init_only")
+        bad = sorted(k for k in keys if k not in state or state[k].shape != own[k].shape)
+        if bad:
+            raise ValueError(f"init={init} lacks or has other shapes for {len(bad)} tensors under init_only, e.g. {bad[:3]}")
+        model.load_state_dict({k: state[k] for k in keys}, strict=False)
+        return
     try:
-        model.load_state_dict(src.state_dict())
+        model.load_state_dict(state)
     except RuntimeError as e:
         raise ValueError(f"init={init} does not fit the recipe's model: {str(e).splitlines()[0]}") from None
+
+
+def _freeze(model: nn.Module, prefixes: list[str] | None) -> None:
+    """``requires_grad_(False)`` on the parameters under ``prefixes`` (the optimizer skips them, EMA shares them)."""
+    if not prefixes:
+        return
+    params = dict(model.named_parameters())
+    for name in _matching(params, prefixes, "freeze"):
+        params[name].requires_grad_(False)
 
 
 def _tokenizer_parts(r: Recipe):
@@ -108,7 +144,8 @@ def _tokenizer_parts(r: Recipe):
             return m(batch["pixels"], step=step)  # forward == loss, so DDP's hooks run
         return m.loss(batch["pixels"], step=step)  # single process only
 
-    _init_weights(model, r.init)
+    _init_weights(model, r.init, r.init_only)
+    _freeze(model, r.freeze)
     return model, loss_fn, None  # None: the Trainer's default export (EMA weights if on)
 
 
@@ -125,7 +162,8 @@ def _generator_parts(r: Recipe, device):
     if clash:
         raise ValueError(f"model_args {clash} are determined by the tokenizer at {r.tokenizer}; remove them")
     gen = mmgen.create_generator(r.model, **derived, **r.model_args)
-    _init_weights(gen, r.init)
+    _init_weights(gen, r.init, r.init_only)
+    _freeze(gen, r.freeze)
     gen.bind_tokenizer(tok)
 
     # generators whose loss depends on training progress (RAR's order annealing) get step / steps
