@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from mmgen.data import collate
+from mmgen.data.shapes import ShapesWorld
 from mmgen.data.video import ShapesVideoWorld
 from mmgen.modeling import load_module
 
@@ -51,6 +52,8 @@ def main() -> None:
     ap.add_argument("--noise", type=float, default=0.15, help="fraction of tokens moved one FSQ level")
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--batch", type=int, default=8, help="clips per step")
+    ap.add_argument("--images", type=int, default=0,
+                    help="shapes images (one or two objects) added to each step's frames: what a text-to-image model decodes")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     tok = load_module(args.tokenizer).float().eval().requires_grad_(False)
@@ -64,11 +67,15 @@ def main() -> None:
     tok.post_quant_conv.train()
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     world = ShapesVideoWorld(size=tok.image_size, seed=0, split="train")  # the tokenizer's own training stream
+    images = ShapesWorld(size=tok.image_size, seed=0, objects="1-2", split="train")
     g = torch.Generator().manual_seed(args.seed)
     t0 = time.time()
     for step in range(args.steps):
         idx = torch.randint(0, 10**8, (args.batch,), generator=g).tolist()
         x = rearrange(collate([world[i] for i in idx])["pixels"], "b c t h w -> (b t) c h w")
+        if args.images:
+            extra = torch.randint(0, 10**8, (args.images,), generator=g).tolist()
+            x = torch.cat([x, collate([images[i] for i in extra])["pixels"]])
         with torch.no_grad():
             codes = tok.quantize(x).quantized
             if args.noise > 0:
