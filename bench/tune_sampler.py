@@ -6,6 +6,7 @@ numbers in RESULTS.md are not tuned on their own test set. Writes ``DST/sampler.
     python bench/tune_sampler.py runs/shapes-var/model checkpoints/shapes-var --n 100
     python bench/tune_sampler.py runs/digits-raster/model checkpoints/digits-raster --digits
     python bench/tune_sampler.py runs/shapes-video-nbp/model checkpoints/shapes-video-nbp   # video: the video judge
+    python bench/tune_sampler.py runs/shapes-unified/model checkpoints/shapes-unified --images  # + its text-to-image
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import torch
 
 import mmgen
 from mmgen.eval.generation import digits_accuracy, judge_pipeline
-from mmgen.eval.video_judge import judge_video_pipeline
+from mmgen.eval.video_judge import image_pipeline, judge_video_pipeline
 from mmgen.pipeline import export_pipeline
 from mmgen.sampler import SamplerConfig
 
@@ -36,8 +37,12 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, nargs="*", default=[0])
     ap.add_argument("--cfg-schedule", nargs="*", default=["constant"], help="e.g. constant linear power-cosine")
     ap.add_argument("--flow-steps", type=int, nargs="*", default=[25], help="flow-head models (xAR): ODE steps per entity")
+    ap.add_argument("--images", action="store_true",
+                    help="a unified text-to-image+video model: the score averages the clip judge with its one- and two-object images")
     args = ap.parse_args()
     pipe = mmgen.load(args.src)
+    if args.images and not pipe.is_video:
+        ap.error("--images is for a unified video model; an image model is always scored on its images")
     results = []
     grid = itertools.product(args.cfg, args.temperature, args.top_k, args.cfg_schedule, args.flow_steps)
     for cfg, temperature, top_k, schedule, flow_steps in grid:
@@ -47,6 +52,10 @@ def main() -> None:
         s = SamplerConfig(**knobs, seed=VALIDATION_SEED)
         if pipe.is_video:  # whole-clip accuracy: colour, shape and motion direction
             score = judge_video_pipeline(pipe, n=args.n, sampler=s, seed=VALIDATION_SEED, progress=False)["whole"]
+            if args.images:  # the same sampler draws its images: one, two objects and the clip count alike
+                images = image_pipeline(pipe)
+                score = (score + sum(judge_pipeline(images, n=args.n, objects=k, sampler=s, seed=VALIDATION_SEED, progress=False)["whole"]
+                                     for k in (1, 2))) / 3
         elif args.digits:
             score = digits_accuracy(pipe, per_class=max(args.n // 10, 5), sampler=s)["accuracy"]
         else:
