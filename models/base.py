@@ -293,6 +293,20 @@ class Generator(ConfigModule):
         raise NotImplementedError
 
 
+def corrupt_context(ids: torch.Tensor, max_fraction: float, high: int, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Teacher-forcing input with a per-sample fraction ~ U(0, ``max_fraction``) of ``ids`` replaced by random ids in ``[0, high)``.
+
+    The targets stay clean, so a token cannot be copied from the ones just before it (it must be read from the
+    condition): what taught the raster models to bind colour and shape to each object (bench/RESULTS.md).
+    ``keep`` marks positions never replaced (e.g. an end token).
+    """
+    frac = torch.rand(ids.shape[0], 1, device=ids.device) * max_fraction
+    flip = torch.rand(ids.shape, device=ids.device) < frac
+    if keep is not None:
+        flip &= ~keep
+    return torch.where(flip, torch.randint_like(ids, high), ids)
+
+
 def takes_progress(generator: nn.Module) -> bool:
     """Whether a generator's training loss takes ``progress`` (step / steps in [0, 1]), e.g. RAR's order annealing.
 

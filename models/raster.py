@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmgen.data.shapes_text import shapes_text_vocab
-from mmgen.models.base import CondEmbedder, Condition, Generator, GeneratorConfig
+from mmgen.models.base import CondEmbedder, Condition, Generator, GeneratorConfig, corrupt_context
 from mmgen.models.decoding import Decode
 from mmgen.nn.layers import swiglu_hidden
 from mmgen.nn.losses import head_cross_entropy
@@ -187,13 +187,9 @@ class RasterGenerator(Generator):
         """Input ids with a per-sample fraction ~ U(0, ``context_noise``) replaced by random codes (training only)."""
         if not (self.training and self.config.context_noise):
             return ids
-        frac = torch.rand(ids.shape[0], 1, device=ids.device) * self.config.context_noise
-        flip = torch.rand(ids.shape, device=ids.device) < frac
-        high = self.config.vocab_size
         if isinstance(self.layout, SegmentsLayout):  # the end token keeps its meaning and is never drawn
-            flip &= ids != self.layout.end_id
-            high = self.layout.end_id
-        return torch.where(flip, torch.randint_like(ids, high), ids)
+            return corrupt_context(ids, self.config.context_noise, self.layout.end_id, keep=ids == self.layout.end_id)
+        return corrupt_context(ids, self.config.context_noise, self.config.vocab_size)
 
     def _token_dropout(self, x: torch.Tensor) -> torch.Tensor:
         return F.dropout(x, self.config.token_dropout, self.training) if self.config.token_dropout else x

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmgen.data.shapes_text import shapes_caption_grammar, shapes_text_vocab
-from mmgen.models.base import Condition, Generator, GeneratorConfig
+from mmgen.models.base import Condition, Generator, GeneratorConfig, corrupt_context
 from mmgen.models.decoding import Decode, decode, run_in_groups
 from mmgen.models.nbp import check_clip_length
 from mmgen.nn.masks import Causal
@@ -49,6 +49,10 @@ class UnifiedConfig(GeneratorConfig):
     layout: dict = field(default_factory=lambda: {"type": "frames", "t": 5, "h": 4, "w": 4})
     frames: int = 8  # clip length (pixels) the layout's t latent frames decode to
     text_context: int = 24
+    # Teacher forcing of caption -> image on a corrupted context: a fraction ~ U(0, context_noise) of each image's input
+    # codes are random (targets clean), so an object's codes must come from the caption, not from the codes before them
+    # (the raster models' binding fix). Images only: a video frame is meant to follow the frames before it.
+    context_noise: float = 0.0
 
 
 @dataclass
@@ -73,6 +77,8 @@ class UnifiedGenerator(Generator):
             raise ValueError(f"the unified model reads text in its own sequence: cond must be 'text', got {self.config.cond!r}")
         if not isinstance(self.layout, FramesLayout):
             raise ValueError(f"the unified model needs a frames layout (t, h, w) from a video tokenizer, got {self.layout}")
+        if not 0.0 <= self.config.context_noise < 1.0:
+            raise ValueError(f"context_noise is the largest fraction of corrupted input codes, in [0, 1); got {self.config.context_noise}")
         self.text = self.cond_embed.text_tokenizer
         self.code_offset = self.text.vocab_size
         self.special_offset = self.code_offset + self.config.vocab_size
@@ -186,7 +192,10 @@ class UnifiedGenerator(Generator):
             ids, pos = self.build(task, toks.ids, text)
             text_slot = (self.template(task, toks.layout.t)[0][1:] == TEXT).to(ids.device)
             target = ids[:, 1:].masked_fill(text_slot & (ids[:, 1:] == self.text.pad), -100)  # no loss on padding
-            logits = self.head(self._run(ids[:, :-1], pos[:-1], False))
+            inputs = ids
+            if self.training and self.config.context_noise and task == "t2i":
+                inputs = self.build(task, corrupt_context(toks.ids, self.config.context_noise, self.config.vocab_size), text)[0]
+            logits = self.head(self._run(inputs[:, :-1], pos[:-1], False))
             ce = F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), ignore_index=-100, reduction="sum")
             n = int((target != -100).sum())
             total, count = total + ce, count + n

@@ -64,6 +64,26 @@ def test_mixed_batch_trains_every_task(tok):
         build_dataset("shapes-unified:tasks=t2i+x2y")
 
 
+def test_context_noise_corrupts_image_inputs_only_while_training(tok):
+    data = build_dataset("shapes-unified:tasks=t2i+t2v+i2t", size=32, seed=0)
+    batch = collate([data[i] for i in range(6)])
+    plain, noisy = build(tok, cond_dropout=0.0), build(tok, cond_dropout=0.0, context_noise=0.9)  # same weights
+    tb, cond = plain.prepare_batch(batch)
+    logs = {}
+    for name, gen in (("plain", plain), ("noisy", noisy)):
+        torch.manual_seed(1)
+        logs[name] = gen.train()(tb, cond)[1]
+    assert logs["noisy"]["ce_t2i"] != logs["plain"]["ce_t2i"]  # the image context was corrupted
+    for task in ("ce_t2v", "ce_i2t"):  # videos and captions are not
+        assert torch.equal(logs["noisy"][task], logs["plain"][task]), task
+    assert torch.equal(plain.eval()(tb, cond)[0], noisy.eval()(tb, cond)[0])  # never outside training
+    with pytest.raises(ValueError, match="context_noise"):
+        build(tok, context_noise=1.0)
+    two = build_dataset("shapes-unified:tasks=t2i,two_fraction=0.8", size=32, seed=0)
+    share = sum(" and " in two[i]["caption"] for i in range(200)) / 200
+    assert 0.7 <= share <= 0.9, share
+
+
 def test_constrained_decoding_always_gives_a_valid_layout(tok):
     gen = build(tok)
     with torch.no_grad():  # an untrained model that loves special and text tokens

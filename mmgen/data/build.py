@@ -141,7 +141,8 @@ def _shapes_frames(size: int, seed: int, split: str, **kw: Any):
 
 register_dataset("shapes", _shapes, {"objects": str, "length": int})
 register_dataset("shapes-video", _shapes_video, {"frames": int, "length": int, "speed": float})
-register_dataset("shapes-unified", _shapes_unified, {"frames": int, "tasks": str, "objects": str, "length": int, "speed": float})
+register_dataset("shapes-unified", _shapes_unified, {"frames": int, "tasks": str, "objects": str, "length": int, "speed": float,
+                                                     "two_fraction": float})
 register_dataset("shapes-frames", _shapes_frames, {"stills": float, "objects": str, "frames": int, "length": int, "speed": float})
 register_dataset("digits", _digits)
 register_dataset("photos", _photos, {"length": int})

@@ -161,20 +161,20 @@ class ShapesVideoWorld(Dataset):
 class UnifiedWorld(Dataset):
     """Items of the Emu3-style mixed training run: ``{"pixels": (3,T,H,W), "caption", "task"}``.
 
-    Item ``i`` has task ``tasks[i % len(tasks)]``; images come from ``shapes`` (``objects``),
-    videos from ``shapes-video``, each world seeded with ``seed``.
+    Item ``i`` has task ``tasks[i % len(tasks)]``; images come from ``shapes`` (``objects``; ``two_fraction`` as
+    there), videos from ``shapes-video``, each world seeded with ``seed``.
     """
 
     infinite = True
 
     def __init__(self, size: int = 32, seed: int = 0, frames: int = 8, tasks: str = "t2i+t2v+i2t", objects: str = "1-2",
-                 length: int = 10**9, split: str = "train", speed: float = DEFAULT_SPEED):
+                 length: int = 10**9, split: str = "train", speed: float = DEFAULT_SPEED, two_fraction: float | None = None):
         self.tasks = tuple(t.strip() for t in tasks.split("+") if t.strip())
         bad = [t for t in self.tasks if t not in TASKS]
         if not self.tasks or bad:
             raise ValueError(f"tasks must be '+'-separated names from {list(TASKS)} (e.g. 't2v+t2i+i2t'), got {tasks!r}")
         self.video = ShapesVideoWorld(size, seed, frames, length, split, speed)
-        self.image = shapes.ShapesWorld(size, seed, objects, length, split if split in ("train", "test", "val") else "train")
+        self.image = shapes.ShapesWorld(size, seed, objects, length, split if split in ("train", "test", "val") else "train", two_fraction)
         self.frames, self.length = frames, length
 
     def __len__(self) -> int:
