@@ -81,6 +81,15 @@ def test_frames_world_mixes_video_frames_and_still_scenes():
         build_dataset("shapes-frames:stills=1.5", size=32)
 
 
+def test_video_tokenizer_reconstruction_reads_an_image_world_as_one_frame_clips():
+    from mmgen.eval.video_judge import video_reconstruction
+
+    tok = mmgen.create_tokenizer("video-fsq-tiny").eval()
+    r = video_reconstruction(tok, "shapes:objects=2", n=4, progress=False)
+    assert r["frames"] == 1 and r["tokens_per_clip"] == 16 and r["judge_on_reconstructions"]["n"] == 4
+    assert "whole_2obj" in r["judge_on_reconstructions"]  # the image judge, on the scenes' own captions
+
+
 def test_video_judge_is_right_on_real_clips_and_catches_wrong_motion():
     _, batch = clips(40)
     scores = judge_video_batch(batch["pixels"], batch["caption"])

@@ -210,9 +210,14 @@ def _frames(clips: torch.Tensor) -> torch.Tensor:
     return clips.transpose(1, 2).flatten(0, 1)
 
 
+@torch.no_grad()
 def video_reconstruction(tok, data: str = "shapes-video", n: int = 256, split: str = "test", batch_size: int = 32, progress: bool = True,
                          tokenizer_path=None) -> dict[str, Any]:
-    """A video tokenizer on ``n`` clips: PSNR per frame index (and mean), SSIM, codebook usage, judge on reconstructions."""
+    """A video tokenizer on ``n`` clips: PSNR per frame index (and mean), SSIM, codebook usage, judge on reconstructions.
+
+    An image world (``shapes``: items of one frame) is read as one-frame clips, the images a unified model decodes
+    with the same tokenizer; its reconstructions are then scored by the image judge.
+    """
     from tqdm.auto import tqdm
 
     from mmgen.data import build_dataset
@@ -226,6 +231,8 @@ def video_reconstruction(tok, data: str = "shapes-video", n: int = 256, split: s
     for s in tqdm(range(0, n, batch_size), desc="reconstruct", disable=not progress, leave=False):
         items = [ds[i] for i in range(s, min(n, s + batch_size))]
         x = torch.stack([it["pixels"] for it in items]).to(device)
+        if x.ndim == 4:  # images: one-frame clips
+            x = x[:, :, None]
         tokens = tok.encode(x)
         rec = tok.decode(tokens, frames=x.shape[2]).float().clamp(-1, 1)
         b, t = x.shape[0], x.shape[2]
@@ -240,6 +247,10 @@ def video_reconstruction(tok, data: str = "shapes-video", n: int = 256, split: s
            "tokens_per_clip": int(ids[0].shape[1]), "vocab": tok.vocab_size, **codebook_usage(torch.cat(ids), tok.vocab_size)}
     if all(_is_video_caption(c) for c in caps):
         out["judge_on_reconstructions"] = judge_video_batch(torch.cat(recs), caps)
+    elif out["frames"] == 1 and all(_is_image_caption(c) for c in caps):
+        from mmgen.eval.judge import judge_batch
+
+        out["judge_on_reconstructions"] = judge_batch(torch.cat(recs)[:, :, 0], caps)
     out["tokenizer"] = tokenizer_identity(tok, tokenizer_path)
     return out
 
@@ -287,6 +298,16 @@ def frame_consistency_sources(tok, n: int = 300, seed: int = 0, split: str = "te
 def _is_video_caption(text: str) -> bool:
     try:
         parse_video_caption(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_image_caption(text: str) -> bool:
+    from mmgen.data.shapes import parse_caption
+
+    try:
+        parse_caption(text)
     except ValueError:
         return False
     return True
