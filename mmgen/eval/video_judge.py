@@ -245,9 +245,11 @@ def video_reconstruction(tok, data: str = "shapes-video", n: int = 256, split: s
     out = {"data": str(data), "split": split, "n": len(pf), "frames": int(pf.shape[1]), "psnr_db": float(pf.mean()),
            "psnr_per_frame_db": [round(float(v), 2) for v in pf.mean(0)], "ssim": float(torch.cat(ssims).mean()),
            "tokens_per_clip": int(ids[0].shape[1]), "vocab": tok.vocab_size, **codebook_usage(torch.cat(ids), tok.vocab_size)}
-    if all(_is_video_caption(c) for c in caps):
+    from mmgen.data.shapes import parse_caption
+
+    if all(_parses(parse_video_caption, c) for c in caps):
         out["judge_on_reconstructions"] = judge_video_batch(torch.cat(recs), caps)
-    elif out["frames"] == 1 and all(_is_image_caption(c) for c in caps):
+    elif out["frames"] == 1 and all(_parses(parse_caption, c) for c in caps):
         from mmgen.eval.judge import judge_batch
 
         out["judge_on_reconstructions"] = judge_batch(torch.cat(recs)[:, :, 0], caps)
@@ -295,19 +297,10 @@ def frame_consistency_sources(tok, n: int = 300, seed: int = 0, split: str = "te
     return {"world": sum(truth) / n, "round_trip": sum(trip) / n, "n": n}
 
 
-def _is_video_caption(text: str) -> bool:
+def _parses(parse, text: str) -> bool:
+    """Whether ``parse`` (a caption grammar's parser) accepts ``text``."""
     try:
-        parse_video_caption(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_image_caption(text: str) -> bool:
-    from mmgen.data.shapes import parse_caption
-
-    try:
-        parse_caption(text)
+        parse(text)
     except ValueError:
         return False
     return True
