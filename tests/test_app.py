@@ -362,8 +362,11 @@ def test_mmgen_demo_removes_its_temp_folder_at_exit(tmp_path, sig):
     (tmp_path / "tmp").mkdir()
     shutil.copytree(SHIPPED / "shapes-var", tmp_path / "m" / "shapes-var")
     env = {**os.environ, "TMPDIR": str(tmp_path / "tmp"), "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
+    # Ctrl-C as in a terminal: a test run started in the background ('pytest &' in a script) has SIGINT ignored, the child
+    # would inherit that and Python would install no KeyboardInterrupt handler, so restore the default disposition first
     proc = subprocess.Popen([sys.executable, "-m", "mmgen.cli", "demo", "--port", str(port), "--models-dir", str(tmp_path / "m")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         for line in proc.stdout:
             if "mmgen demo ready" in line:
