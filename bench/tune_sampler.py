@@ -43,6 +43,7 @@ def main() -> None:
     pipe = mmgen.load(args.src)
     if args.images and not pipe.is_video:
         ap.error("--images is for a unified video model; an image model is always scored on its images")
+    images = image_pipeline(pipe) if args.images else None  # the same model drawing one-frame images
     results = []
     grid = itertools.product(args.cfg, args.temperature, args.top_k, args.cfg_schedule, args.flow_steps)
     for cfg, temperature, top_k, schedule, flow_steps in grid:
@@ -52,8 +53,7 @@ def main() -> None:
         s = SamplerConfig(**knobs, seed=VALIDATION_SEED)
         if pipe.is_video:  # whole-clip accuracy: colour, shape and motion direction
             score = judge_video_pipeline(pipe, n=args.n, sampler=s, seed=VALIDATION_SEED, progress=False)["whole"]
-            if args.images:  # the same sampler draws its images: one, two objects and the clip count alike
-                images = image_pipeline(pipe)
+            if images is not None:  # the same sampler draws its images: one, two objects and the clip count alike
                 score = (score + sum(judge_pipeline(images, n=args.n, objects=k, sampler=s, seed=VALIDATION_SEED, progress=False)["whole"]
                                      for k in (1, 2))) / 3
         elif args.digits:

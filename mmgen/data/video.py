@@ -191,7 +191,6 @@ class UnifiedWorld(Dataset):
         return {"pixels": pixels, "caption": item["caption"], "task": task}
 
 
-
 class FramesWorld(Dataset):
     """Items ``{"pixels": float (3,H,W) in [-1,1], "caption": str}``: a video frame, or a still scene.
 
