@@ -256,3 +256,26 @@ def test_repa_aligns_decoder_states_to_a_frozen_teacher_that_is_not_saved(tmp_pa
         small(repa_weight=0.5, repa_teacher=str(tmp_path / "teacher"), repa_dim=dim + 1).loss(blobs(2))
     with pytest.raises(ValueError, match="repa_teacher"):
         small(repa_weight=0.5)
+
+
+def test_coarse_loss_trains_the_codes_to_redraw_the_layout_and_ignores_dropped_tokens():
+    tok = small(coarse_weight=10.0, coarse_size=4).train()
+    assert not hasattr(small(), "coarse_head"), "off by default: no extra weights"
+    torch.manual_seed(0)
+    loss, logs = tok.loss(blobs(2))
+    loss.backward()
+    assert float(logs["coarse_loss"]) > 0 and float(logs["loss"]) > float(logs["flow_loss"])
+    assert tok.coarse_head[2].weight.grad.abs().sum() > 0  # (the codes start at 0: to_code is zero-initialised)
+    tok.zero_grad()
+    codes, _ = tok._encode(blobs(2))
+    tok._coarse_loss(codes, blobs(2), torch.ones(2, 8, dtype=torch.bool)).backward()
+    assert tok.to_code.weight.grad.abs().sum() > 0, "the coarse loss alone reaches the encoder"
+    # the head reads only the kept prefix: what a dropped register holds cannot change its loss
+    codes = tok.fsq.ids_to_codes(torch.randint(0, tok.vocab_size, (2, 8)))
+    grid, keep = blobs(2), (torch.arange(8) < 3).expand(2, 8)
+    other = codes.clone()
+    other[:, 3:] = tok.fsq.ids_to_codes(torch.randint(0, tok.vocab_size, (2, 5)))
+    torch.testing.assert_close(tok._coarse_loss(codes, grid, keep), tok._coarse_loss(other, grid, keep))
+    assert not torch.allclose(tok._coarse_loss(codes, grid, keep), tok._coarse_loss(other, grid, keep.clone().fill_(True)))
+    with pytest.raises(ValueError, match="coarse_size"):
+        small(coarse_weight=1.0, coarse_size=5)

@@ -88,6 +88,9 @@ class FlexTokConfig:
     repa_weight: float = 0.0  # weight of the REPA loss (negative cosine similarity per patch); 0 = off
     repa_layer: int = 1  # decoder block (1-based) whose patch states are projected onto the teacher's features
     repa_dim: int = 64  # channels of the teacher's feature grid (the projector's output)
+    coarse_weight: float = 0.0  # weight of an auxiliary MSE: a small MLP must redraw a coarse copy of the grid from the kept
+    # codes alone, so every prefix carries the layout on both axes from step 0 (the flow loss alone let one axis go, issue 19)
+    coarse_size: int = 8  # side of that coarse copy (average-pooled grid); must divide grid_size
     flow_steps: int = 25  # Euler steps of decode()
     cfg_scale: float = 1.0  # decoder guidance of decode() (1 = off)
     decode_seed: int = 0  # decode() starts from this seeded noise, so it is deterministic
@@ -123,6 +126,9 @@ class FlexTokTokenizer(FlexTokObjective, ImageTokenizer):
         if cfg.repa_weight < 0 or not 1 <= cfg.repa_layer <= cfg.decoder.depth or (cfg.repa_weight > 0 and not cfg.repa_teacher):
             raise ValueError(f"need repa_weight >= 0, repa_layer in 1..{cfg.decoder.depth} and a repa_teacher folder when "
                              f"repa_weight > 0, got {cfg.repa_weight}, {cfg.repa_layer}, {cfg.repa_teacher!r}")
+        if cfg.coarse_weight < 0 or cfg.coarse_size < 1 or cfg.grid_size % cfg.coarse_size:
+            raise ValueError(f"need coarse_weight >= 0 and coarse_size dividing grid_size={cfg.grid_size}, got "
+                             f"{cfg.coarse_weight}, {cfg.coarse_size}")
         if cfg.flow_steps < 1 or cfg.cfg_scale < 0:
             raise ValueError(f"need flow_steps >= 1 and cfg_scale >= 0, got {cfg.flow_steps}, {cfg.cfg_scale}")
         K, g, pd = cfg.num_registers, cfg.grid_size // cfg.patch_size, cfg.in_channels * cfg.patch_size**2
@@ -148,6 +154,9 @@ class FlexTokTokenizer(FlexTokObjective, ImageTokenizer):
         if cfg.repa_weight > 0:  # REPA's projector: decoder patch state -> teacher feature
             d = cfg.decoder.dim
             self.repa_proj = nn.Sequential(nn.Linear(d, 2 * d), nn.SiLU(), nn.Linear(2 * d, cfg.repa_dim))
+        if cfg.coarse_weight > 0:  # training only: kept codes -> coarse grid (never read by encode/decode)
+            self.coarse_head = nn.Sequential(nn.Linear(K * self.fsq.dim, 4 * cfg.encoder.dim), nn.SiLU(),
+                                             nn.Linear(4 * cfg.encoder.dim, cfg.in_channels * cfg.coarse_size**2))
         patches, regs = _grid_positions(g), torch.zeros(K, 3, device="cpu")
         self.register_buffer("enc_pos", torch.cat([patches, regs]), persistent=False)
         self.register_buffer("dec_pos", torch.cat([regs, patches]), persistent=False)

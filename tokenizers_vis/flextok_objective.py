@@ -3,7 +3,7 @@
 Nested dropout of the registers (``sample_keep``), the decoder's noise levels (``sample_t``), the
 rectified-flow loss given the kept FSQ registers (velocity or x-prediction), and the optional REPA
 alignment of decoder states to a frozen teacher's features. It reads the tokenizer's modules and
-config; nothing here runs when encoding or decoding.
+config; nothing here runs when encoding or decoding. ``coarse_weight`` adds a direct layout loss on the codes.
 """
 from __future__ import annotations
 
@@ -40,6 +40,12 @@ class FlexTokObjective:
         pred = self.repa_proj(hidden[:, self.num_registers :].float())
         return -F.cosine_similarity(pred, target, dim=-1).mean()
 
+    def _coarse_loss(self, codes: torch.Tensor, grid: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """MSE between the coarse head's redraw from the kept codes (dropped ones zeroed) and the average-pooled grid."""
+        s = self.config.coarse_size
+        pred = self.coarse_head((codes.float() * keep[..., None]).flatten(1))
+        return F.mse_loss(pred, F.adaptive_avg_pool2d(grid.float(), s).flatten(1))
+
     def sample_keep(self, batch: int, device: torch.device | str) -> torch.Tensor:
         """Nested dropout: tokens kept per sample, ``(B,)`` in ``1..K`` (0 with probability ``null_prob``)."""
         K = self.num_registers
@@ -64,6 +70,10 @@ class FlexTokObjective:
         target = self._patchify(grid).float()
         codes, ids = self._encode(grid)
         K, dev, r = self.num_registers, x.device, self.config.noise_draws
+        coarse = torch.zeros((), device=dev)
+        if self.config.coarse_weight > 0:  # every nested prefix (k >= 1) must carry the coarse layout
+            kept = torch.arange(K, device=dev) < self.sample_keep(codes.shape[0], dev).clamp_min(1)[:, None]
+            coarse = self._coarse_loss(codes, grid, kept)
         if r > 1:  # every image encoded once, decoded from r noise draws (and r token budgets)
             grid, target, codes = grid.repeat(r, 1, 1, 1), target.repeat(r, 1, 1), codes.repeat(r, 1, 1)
         B = target.shape[0]
@@ -86,13 +96,13 @@ class FlexTokObjective:
             flow = (((out - target) / t.clamp_min(T_MIN)[:, None, None]) ** 2).mean()
             x0 = out.detach()
         repa_loss = self._repa_loss(x, caught[0], r) if repa else torch.zeros((), device=dev)
-        loss = flow + self.config.repa_weight * repa_loss
+        loss = flow + self.config.repa_weight * repa_loss + self.config.coarse_weight * coarse
         with torch.no_grad():  # one-step estimate of the clean grid: a cheap reconstruction monitor
             x0 = self._unpatchify(x0)
             counts = torch.bincount(ids.reshape(-1), minlength=self.vocab_size).float()
             p = counts / counts.sum()
             logs = {
-                "loss": loss.detach(), "flow_loss": flow.detach(), "repa_loss": repa_loss.detach(), "quant_loss": torch.zeros((), device=dev),
+                "loss": loss.detach(), "flow_loss": flow.detach(), "repa_loss": repa_loss.detach(), "coarse_loss": coarse.detach(), "quant_loss": torch.zeros((), device=dev),
                 "recon_loss": F.mse_loss(x0, grid.float()), "psnr": psnr(x0.clamp(-1, 1), grid) if self.autoencoder is None else psnr(x0, grid),
                 "codebook_usage": (counts > 0).float().mean(), "perplexity": torch.exp(-(p * torch.log(p.clamp_min(1e-10))).sum()),
                 "keep_k": k.float().mean(),
