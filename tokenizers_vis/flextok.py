@@ -21,7 +21,9 @@ Follows FlexTok (Bachmann et al. 2025, apple/ml-flextok):
 REPA (the paper aligns decoder states to DINOv2 features; off by default): ``repa_weight`` > 0 adds a
 negative-cosine loss between projected decoder patch states after block ``repa_layer`` and the pooled
 conv-encoder features of a frozen KL/VQ tokenizer (``repa_teacher``); on ``shapes`` it did not help in
-short runs (bench/RESULTS.md, FlexTok, issue 19).
+short runs (bench/RESULTS.md, FlexTok, issue 19). What did help there is ``coarse_weight``: a training-only MLP must
+redraw an average-pooled ``coarse_size``-square copy of the grid from every kept prefix of codes, so the codes keep
+the layout on both image axes (without it the shapes encoder lost the object's row early in training).
 
 Knobs beyond the reference (defaults off, on in the CPU preset): ``prediction="x"`` regresses the
 clean patches instead of the velocity (JiT; the loss stays the velocity loss); ``time_shift`` (SD3)
