@@ -95,7 +95,7 @@ def axis_check(tok, n: int = 128, world_seed: int = 1, shift: int = 4) -> dict[s
     K tokens; 1 Euler step = the expected image at t = 1, and the tokenizer's own steps) whose largest object is in the
     right row / column of the 3x3 grid (chance 1/3)."""
     from mmgen.data import build_dataset
-    from mmgen.data.shapes import POSITIONS, parse_caption
+    from mmgen.data.shapes import parse_caption
     from mmgen.eval.judge import detect
 
     ds = build_dataset("shapes:objects=1", size=tok.image_size, seed=world_seed, split="test")
@@ -107,7 +107,7 @@ def axis_check(tok, n: int = 128, world_seed: int = 1, shift: int = 4) -> dict[s
            "ids_changed_shift_right": float((tok.encode(x.roll(shift, -1)).ids != ids).float().mean())}
     for steps in sorted({1, tok.config.flow_steps}):
         found = [detect(img) for img in tok.decode(ids, steps=steps)]
-        got = [divmod(POSITIONS.index(max(d, key=lambda o: o.area).position), 3) if d else (-1, -1) for d in found]
+        got = [max(d, key=lambda o: o.area).as_object().cell if d else (-1, -1) for d in found]
         out[f"row_right_{steps}_steps"] = sum(g[0] == c[0] for g, c in zip(got, cells)) / n
         out[f"column_right_{steps}_steps"] = sum(g[1] == c[1] for g, c in zip(got, cells)) / n
     return out
