@@ -71,8 +71,8 @@ class OfficialPair:
 
     def train_steps(self, gt: torch.Tensor, labels: torch.Tensor, precision: str = "fp32", adamw: str = "own"):
         """``adamw="own"``: each side's optimizer as its training script builds it (official: ``fused`` as
-        configured; mmgen: ``train.trainer.make_adamw``); ``"plain"``: the unfused ``torch.optim.AdamW`` on both."""
-        from mmgen.train.trainer import make_adamw
+        configured; mmgen: ``mmgen.train.make_adamw``); ``"plain"``: the unfused ``torch.optim.AdamW`` on both."""
+        from mmgen.train import make_adamw
 
         amp_o, amp_m = PRECISIONS[precision]
         self.official.train(), self.gen.train()
