@@ -7,6 +7,7 @@ numbers in RESULTS.md are not tuned on their own test set. Writes ``DST/sampler.
     python bench/tune_sampler.py runs/digits-raster/model checkpoints/digits-raster --digits
     python bench/tune_sampler.py runs/shapes-video-nbp/model checkpoints/shapes-video-nbp   # video: the video judge
     python bench/tune_sampler.py runs/shapes-unified/model checkpoints/shapes-unified --images  # + its text-to-image
+    python bench/tune_sampler.py runs/gen/model checkpoints/x --tokenizer runs/tok-decoder-ft/model  # another decoder, same ids
 """
 from __future__ import annotations
 
@@ -39,8 +40,12 @@ def main() -> None:
     ap.add_argument("--flow-steps", type=int, nargs="*", default=[25], help="flow-head models (xAR): ODE steps per entity")
     ap.add_argument("--images", action="store_true",
                     help="a unified text-to-image+video model: the score averages the clip judge with its one- and two-object images")
+    ap.add_argument("--tokenizer", default=None,
+                    help="tune and ship with this tokenizer folder instead of SRC's own (same ids, e.g. a fine-tuned decoder)")
     args = ap.parse_args()
     pipe = mmgen.load(args.src)
+    if args.tokenizer:
+        pipe = pipe.with_tokenizer(args.tokenizer)
     if args.images and not pipe.is_video:
         ap.error("--images is for a unified video model; an image model is always scored on its images")
     images = image_pipeline(pipe) if args.images else None  # the same model drawing one-frame images
@@ -66,7 +71,7 @@ def main() -> None:
         print(" ".join(f"{k}={v}" for k, v in knobs.items()), f"validation score {score:.3f}", flush=True)
     chosen = max(results, key=lambda r: r["score"])
     score, best = chosen["score"], {k: v for k, v in chosen.items() if k != "score"}
-    export_pipeline(args.src, args.dst, dtype=torch.float16, sampler=best)
+    export_pipeline(args.src, args.dst, dtype=torch.float16, sampler=best, tokenizer=args.tokenizer)
     tuning = Path(args.dst) / "tuning.json"
     tuning.write_text(
         json.dumps({"validation_seed": VALIDATION_SEED, "n": args.n, "sweep": results, "chosen": best}, indent=2))

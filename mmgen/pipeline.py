@@ -17,6 +17,7 @@ captions images (``pipe.caption(images)``). Hub support (``push_to_hub``, repo i
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -99,9 +100,15 @@ def save_pipeline(path: str | Path, generator, tokenizer, extra: dict[str, Any] 
     return path
 
 
-def export_pipeline(src: str | Path, dst: str | Path, dtype: torch.dtype | None = torch.float16, sampler: dict[str, Any] | None = None) -> Path:
-    """Copy a trained pipeline into a small shippable folder (e.g. fp16 weights + recommended sampler + model card)."""
+def export_pipeline(src: str | Path, dst: str | Path, dtype: torch.dtype | None = torch.float16, sampler: dict[str, Any] | None = None,
+                    tokenizer: str | Path | None = None) -> Path:
+    """Copy a trained pipeline into a small shippable folder (e.g. fp16 weights + recommended sampler + model card).
+
+    ``tokenizer``: ship this tokenizer folder instead of the pipeline's own (see :meth:`Pipeline.with_tokenizer`).
+    """
     pipe = Pipeline.from_pretrained(src)
+    if tokenizer is not None:
+        pipe = pipe.with_tokenizer(tokenizer)
     if sampler:
         pipe.sampler = replace(pipe.sampler, **sampler)
     return pipe.save_pretrained(dst, dtype=dtype)
@@ -196,6 +203,24 @@ class Pipeline(ModelHubMixin, library_name="mmgen", tags=["mmgen"]):
         if push_to_hub:
             self.push_to_hub(repo_id or path.name, **push_kw)
         return path
+
+    def with_tokenizer(self, tokenizer: str | Path, min_agreement: float = 0.99) -> "Pipeline":
+        """This generator over another tokenizer folder that gives the same ids (e.g. one whose decoder alone was
+        fine-tuned on the frozen encoder). The generator only knows the old ids, so both tokenizers encode one seeded
+        batch of random images and ``min_agreement`` of the ids must agree (an fp16 copy flips a few borderline codes)."""
+        if self.is_video:
+            raise ValueError("with_tokenizer compares image encodings; a video tokenizer is not supported")
+        new = load_module(tokenizer).to(next(self.generator.parameters()).device).eval()
+        swapped = Pipeline(copy.deepcopy(self.generator), new, self.path, self.sampler)  # a copy: binding must not touch ours
+        side = self.config.image_size
+        x = torch.rand((16, 3, side, side), generator=torch.Generator().manual_seed(0)).to(next(new.parameters()).device) * 2 - 1
+        with torch.no_grad():
+            old_ids, new_ids = self.tokenizer.encode(x).ids, new.encode(x).ids
+        agree = (old_ids == new_ids).float().mean().item() if old_ids.shape == new_ids.shape else 0.0
+        if agree < min_agreement:
+            raise ValueError(f"tokenizer {str(tokenizer)!r} gives other ids than the one this generator was trained on "
+                             f"({agree:.1%} agree, need {min_agreement:.0%}): its generator would read the wrong codes")
+        return swapped
 
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
         """Upload the pipeline folder to the Hub repo ``repo_id`` (ModelHubMixin: ``create_repo`` + ``upload_folder``)."""

@@ -151,3 +151,31 @@ def test_a_huge_prompt_is_named_short_in_the_error(pipe):
     with pytest.raises(ValueError) as err:
         pipe(prompt=prompt, n=1)
     assert len(str(err.value)) < 400 and f"({len(prompt)} characters)" in str(err.value)
+
+
+def test_with_tokenizer_swaps_in_a_fine_tuned_decoder_and_refuses_other_ids(tmp_path):
+    from mmgen.modeling import load_module
+    from mmgen.pipeline import export_pipeline
+
+    src = ROOT / "checkpoints" / "shapes-flextok"
+    pipe = mmgen.load(src)
+    tok = load_module(src / "tokenizer").float()
+    with torch.no_grad():  # a "fine-tuned decoder": new decoder weights, the same encoder
+        for p in tok.dec.parameters():
+            p.add_(0.01)
+    tok.config.cfg_scale = 2.5
+    tok.save_pretrained(tmp_path / "dec")
+    swapped = pipe.with_tokenizer(tmp_path / "dec")
+    assert swapped.tokenizer.config.cfg_scale == 2.5 and pipe.generator.tokenizer is pipe.tokenizer  # ours stays bound
+    assert torch.equal(next(swapped.generator.parameters()), next(pipe.generator.parameters()))
+    assert torch.equal(next(swapped.tokenizer.dec.parameters()), next(tok.dec.parameters()))
+    out = export_pipeline(src, tmp_path / "shipped", tokenizer=tmp_path / "dec")
+    assert mmgen.load(out).tokenizer.config.cfg_scale == 2.5 and (out / "sampler.json").is_file()
+    with torch.no_grad():  # another encoder maps images to other ids: the generator would read the wrong codes
+        for p in tok.enc.parameters():
+            p.add_(torch.randn_like(p))
+    tok.save_pretrained(tmp_path / "enc")
+    with pytest.raises(ValueError, match="other ids"):
+        pipe.with_tokenizer(tmp_path / "enc")
+    with pytest.raises(ValueError, match="does not match this generator"):  # another contract entirely
+        pipe.with_tokenizer(ROOT / "checkpoints" / "shapes-raster" / "tokenizer")
