@@ -216,7 +216,7 @@ class Pipeline(ModelHubMixin, library_name="mmgen", tags=["mmgen"]):
         x = torch.rand((16, 3, side, side), generator=torch.Generator().manual_seed(0)).to(next(new.parameters()).device) * 2 - 1
         with torch.no_grad():
             old_ids, new_ids = self.tokenizer.encode(x).ids, new.encode(x).ids
-        agree = (old_ids == new_ids).float().mean().item() if old_ids.shape == new_ids.shape else 0.0
+        agree = (old_ids == new_ids).float().mean().item()  # same shapes: Pipeline() above checked the layout
         if agree < min_agreement:
             raise ValueError(f"tokenizer {str(tokenizer)!r} gives other ids than the one this generator was trained on "
                              f"({agree:.1%} agree, need {min_agreement:.0%}): its generator would read the wrong codes")
