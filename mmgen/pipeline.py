@@ -210,10 +210,11 @@ class Pipeline(ModelHubMixin, library_name="mmgen", tags=["mmgen"]):
         batch of random images and ``min_agreement`` of the ids must agree (an fp16 copy flips a few borderline codes)."""
         if self.is_video:
             raise ValueError("with_tokenizer compares image encodings; a video tokenizer is not supported")
-        new = load_module(tokenizer).to(next(self.generator.parameters()).device).eval()
+        device = next(self.generator.parameters()).device
+        new = load_module(tokenizer).to(device).eval()
         swapped = Pipeline(copy.deepcopy(self.generator), new, self.path, self.sampler)  # a copy: binding must not touch ours
         side = self.config.image_size
-        x = torch.rand((16, 3, side, side), generator=torch.Generator().manual_seed(0)).to(next(new.parameters()).device) * 2 - 1
+        x = torch.rand((16, 3, side, side), generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1
         with torch.no_grad():
             old_ids, new_ids = self.tokenizer.encode(x).ids, new.encode(x).ids
         agree = (old_ids == new_ids).float().mean().item()  # same shapes: Pipeline() above checked the layout
