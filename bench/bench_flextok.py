@@ -61,11 +61,16 @@ def recon_vs_k(tok, world: str, n: int, ks: tuple[int, ...], batch_size: int = 6
     return out
 
 
+PROBE_ATTRS = ("color", "shape", "size", "position", "row", "column")
+
+
 @torch.no_grad()
-def code_probe(tok, n: int, ks: tuple[int, ...], world_seed: int = 1, n_train: float = 0.8) -> dict[str, dict[int, float]]:
+def code_probe(tok, n: int, ks: tuple[int, ...], world_seed: int = 1, n_train: float = 0.8,
+               attrs: tuple[str, ...] = PROBE_ATTRS) -> dict[str, dict[int, float]]:
     """Do the tokens carry what the judge asks for? An MLP reads each one-object test image's first k FSQ codes
     and predicts its colour, shape, size and position (held-out accuracy); set beside the judge of the decodes
-    it tells a lossy encoder from a decoder that cannot draw what the codes say."""
+    it tells a lossy encoder from a decoder that cannot draw what the codes say. The probe learns from 80% of the ``n``
+    images: with 1200 of them it read shape 0.92 from codes that a 4800-image probe reads at 0.986, so use thousands."""
     from sklearn.neural_network import MLPClassifier
 
     from mmgen.data import build_dataset
@@ -78,7 +83,7 @@ def code_probe(tok, n: int, ks: tuple[int, ...], world_seed: int = 1, n_train: f
     objs = [parse_caption(it["caption"])[0] for it in items]
     cut = int(n * n_train)
     out: dict[str, dict[int, float]] = {}
-    for attr in ("color", "shape", "size", "position", "row", "column"):
+    for attr in attrs:
         y = [o.cell[("row", "column").index(attr)] if attr in ("row", "column") else getattr(o, attr) for o in objs]
         out[attr] = {}
         for k in ks:
@@ -198,6 +203,7 @@ def main() -> None:
     ap.add_argument("--world-seed", type=int, default=0, help="world seed of the shapes test images (1, 2, 3: fresh captions)")
     ap.add_argument("--sweep", action="store_true", help="--flextok only: judge/PSNR vs k against decoder flow steps, CFG, noise seed")
     ap.add_argument("--probe", type=int, default=0, help="--flextok only: MLP probe of the codes on this many one-object images")
+    ap.add_argument("--probe-attrs", default=",".join(PROBE_ATTRS), help="--probe: the attributes to probe")
     ap.add_argument("--axes", action="store_true", help="--flextok only: does it keep the row and the column (axis_check)")
     ap.add_argument("--steps", default="10,25,50")
     ap.add_argument("--cfgs", default="1.0,1.5,3.0")
@@ -207,6 +213,8 @@ def main() -> None:
     from mmgen.eval.recon import load_tokenizer
 
     ks = tuple(int(k) for k in args.ks.split(","))
+    if bad := sorted(set(args.probe_attrs.split(",")) - set(PROBE_ATTRS)):
+        ap.error(f"--probe-attrs: unknown {bad}; choose from {','.join(PROBE_ATTRS)}")
     out: dict = {"ks": list(ks)}
     for key, world in (("flextok", "shapes"), ("photos_flextok", "photos")):
         path = getattr(args, key)
@@ -215,11 +223,12 @@ def main() -> None:
         tok, _ = load_tokenizer(path)
         ks_ok = tuple(k for k in ks if k <= tok.num_registers)
         if args.probe and world == "shapes":
-            out["code_probe"] = r = {"tokenizer": path, "n": args.probe, **code_probe(tok, args.probe, ks_ok, args.world_seed or 1)}
+            out["code_probe"] = r = {"tokenizer": path, "n": args.probe, **code_probe(tok, args.probe, ks_ok, args.world_seed or 1,
+                                                                                    attrs=tuple(args.probe_attrs.split(",")))}
             print("| attribute (MLP probe of the first k codes) | " + " | ".join(f"k={k}" for k in ks_ok) + " |")
             dec = recon_vs_k(tok, "shapes:objects=1", min(args.n, args.probe), ks_ok, world_seed=args.world_seed or 1)
             r["decode_judge"] = {"whole": dec["judge_whole"], **dec["judge_attributes"]}
-            for a in ("color", "shape", "size", "position", "row", "column"):
+            for a in (a for a in PROBE_ATTRS if a in r):
                 print(f"| {a} | " + " | ".join(f"{r[a][k]:.3f}" for k in ks_ok) + " |")
                 if a in r["decode_judge"]:  # the judge reads the 3x3 cell, not row and column apart (--axes does)
                     print(f"| {a}, judge of the decode | " + " | ".join(f"{r['decode_judge'][a][k]:.3f}" for k in ks_ok) + " |")
