@@ -94,6 +94,27 @@ def code_probe(tok, n: int, ks: tuple[int, ...], world_seed: int = 1, n_train: f
 
 
 @torch.no_grad()
+def shape_confusion(tok, n: int = 400, world_seed: int = 1) -> dict[str, int]:
+    """Which shapes the decodes (all K tokens) turn into: ``"size true->drawn": count`` over one-object test scenes
+    (``none``: nothing detected). Points at what a decoder gets wrong, e.g. small circles drawn as triangles."""
+    from collections import Counter
+
+    from mmgen.data import build_dataset
+    from mmgen.data.shapes import parse_caption
+    from mmgen.eval.judge import detect
+
+    ds = build_dataset("shapes:objects=1", size=tok.image_size, seed=world_seed, split="test")
+    items = [ds[i] for i in range(n)]
+    rec = torch.cat([tok.reconstruct(torch.stack([it["pixels"] for it in items[s : s + 100]])) for s in range(0, n, 100)])
+    counts: Counter = Counter()
+    for it, img in zip(items, rec):
+        truth, found = parse_caption(it["caption"])[0], detect(img)
+        drawn = max(found, key=lambda o: o.area).as_object().shape if found else "none"
+        counts[f"{truth.size} {truth.shape}->{drawn}"] += 1
+    return dict(sorted(counts.items()))
+
+
+@torch.no_grad()
 def axis_check(tok, n: int = 128, world_seed: int = 1, shift: int = 4) -> dict[str, float]:
     """Does the tokenizer keep both image axes? On one-object test scenes: the share of ids that change when the image
     is shifted ``shift`` px down / right (an encoder blind to one axis barely changes), and the share of decodes (all
@@ -204,6 +225,7 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true", help="--flextok only: judge/PSNR vs k against decoder flow steps, CFG, noise seed")
     ap.add_argument("--probe", type=int, default=0, help="--flextok only: MLP probe of the codes on this many one-object images")
     ap.add_argument("--probe-attrs", default=",".join(PROBE_ATTRS), help="--probe: the attributes to probe")
+    ap.add_argument("--shape-confusion", type=int, default=0, help="--flextok only: what shapes the decodes of this many one-object scenes draw")
     ap.add_argument("--axes", action="store_true", help="--flextok only: does it keep the row and the column (axis_check)")
     ap.add_argument("--steps", default="10,25,50")
     ap.add_argument("--cfgs", default="1.0,1.5,3.0")
@@ -235,11 +257,15 @@ def main() -> None:
         if args.axes and world == "shapes":
             out["axes"] = r = {"tokenizer": path, **axis_check(tok, min(args.n, 256), args.world_seed or 1)}
             print("\n".join(f"{k}: {v:.3f}" for k, v in r.items() if k != "tokenizer"))
+        if args.shape_confusion and world == "shapes":
+            out["shape_confusion"] = r = {"tokenizer": path, "n": args.shape_confusion,
+                                          **shape_confusion(tok, args.shape_confusion, args.world_seed or 1)}
+            print("\n".join(f"{k}: {v}" for k, v in r.items() if k not in ("tokenizer", "n")))
         if args.sweep and world == "shapes":
             nums = lambda s, f: [f(v) for v in s.split(",")]  # noqa: E731
             out["decoder_sweep"] = {"tokenizer": path, "n": args.n, "world_seed": args.world_seed, "rows": decoder_sweep(
                 tok, args.n, ks_ok, nums(args.steps, int), nums(args.cfgs, float), nums(args.decode_seeds, int), args.world_seed)}
-        if (args.probe or args.sweep or args.axes) and world == "shapes":
+        if (args.probe or args.sweep or args.axes or args.shape_confusion) and world == "shapes":
             continue
         res = recon_vs_k(tok, world, args.n, ks_ok, world_seed=args.world_seed if world == "shapes" else 0)
         out[f"psnr_{world}"] = {"tokenizer": path, "n": args.n, **res, "monotone": monotone(list(res["psnr_db"].values()))}
