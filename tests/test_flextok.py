@@ -279,3 +279,21 @@ def test_coarse_loss_trains_the_codes_to_redraw_the_layout_and_ignores_dropped_t
     assert not torch.allclose(tok._coarse_loss(codes, grid, keep), tok._coarse_loss(other, grid, keep.clone().fill_(True)))
     with pytest.raises(ValueError, match="coarse_size"):
         small(coarse_weight=1.0, coarse_size=5)
+
+
+def test_detail_weight_counts_edge_patches_more_and_keeps_flat_batches_unweighted():
+    tok = small(detail_weight=3.0)
+    err = torch.rand(2, 4, 6)
+    flat = torch.zeros(2, 4, 6)  # no patch has detail: every weight is 1
+    torch.testing.assert_close(tok._weighted_flow(err, flat), err.mean())
+    target = torch.zeros(2, 4, 6)
+    target[0, 1] = torch.linspace(-1, 1, 6)  # one edge patch
+    edge_err, flat_err = torch.zeros_like(err), torch.zeros_like(err)
+    edge_err[0, 1], flat_err[0, 2] = 1.0, 1.0  # the same error, on the edge patch or on a flat one
+    assert tok._weighted_flow(edge_err, target) > 3 * tok._weighted_flow(flat_err, target)
+    torch.testing.assert_close(small()._weighted_flow(edge_err, target), small()._weighted_flow(flat_err, target))
+    torch.manual_seed(0)
+    loss, logs = tok.train().loss(blobs(2))
+    assert torch.isfinite(loss) and float(logs["flow_loss"]) > 0
+    with pytest.raises(ValueError, match="detail_weight"):
+        small(detail_weight=-1.0)

@@ -25,9 +25,10 @@ short runs (bench/RESULTS.md, FlexTok, issue 19). What did help there is ``coars
 redraw an average-pooled ``coarse_size``-square copy of the grid from every kept prefix of codes, so the codes keep
 the layout on both image axes (without it the shapes encoder lost the object's row early in training).
 
-Knobs beyond the reference (defaults off, on in the CPU preset): ``prediction="x"`` regresses the
-clean patches instead of the velocity (JiT; the loss stays the velocity loss); ``time_shift`` (SD3)
-moves training noise levels up; ``fsq_dropout`` is the reference's ``drop_quant_p``.
+Knobs beyond the reference (defaults off; the CPU preset turns on ``time_shift`` and ``fsq_dropout``):
+``prediction="x"`` regresses the clean patches instead of the velocity (JiT; the loss stays the velocity
+loss); ``time_shift`` (SD3) moves training noise levels up; ``fsq_dropout`` is the reference's
+``drop_quant_p``; ``detail_weight`` weights the flow loss toward patches with detail (edges, corners).
 
 Usage: ``tok.encode(img, k=8)`` gives 8 tokens, ``tok.decode(tokens.prefix(k))`` works for every
 ``k`` in ``1..K``; a raster generator trained on the sequences can stop at any token budget.
@@ -93,6 +94,8 @@ class FlexTokConfig:
     coarse_weight: float = 0.0  # weight of an auxiliary MSE: a small MLP must redraw a coarse copy of the grid from the kept
     # codes alone, so every prefix carries the layout on both axes from step 0 (the flow loss alone let one axis go, issue 19)
     coarse_size: int = 8  # side of that coarse copy (average-pooled grid); must divide grid_size
+    detail_weight: float = 0.0  # flow loss per patch weighted 1 + w * (its std / the batch's mean patch std), then
+    # renormalised: edges and corners (a small shape's only clue) count more than flat patches; 0 = the plain loss
     flow_steps: int = 25  # Euler steps of decode()
     cfg_scale: float = 1.0  # decoder guidance of decode() (1 = off)
     decode_seed: int = 0  # decode() starts from this seeded noise, so it is deterministic
@@ -123,6 +126,8 @@ class FlexTokTokenizer(FlexTokObjective, ImageTokenizer):
         if cfg.time_shift <= 0 or not 0.0 <= cfg.fsq_dropout <= 1.0 or not 0.0 <= cfg.pure_noise_prob < 1.0:
             raise ValueError(f"need time_shift > 0, fsq_dropout in [0, 1] and pure_noise_prob in [0, 1), got "
                              f"{cfg.time_shift}, {cfg.fsq_dropout}, {cfg.pure_noise_prob}")
+        if cfg.detail_weight < 0:
+            raise ValueError(f"detail_weight must be >= 0, got {cfg.detail_weight}")
         if cfg.noise_draws < 1:
             raise ValueError(f"noise_draws must be >= 1, got {cfg.noise_draws}")
         if cfg.repa_weight < 0 or not 1 <= cfg.repa_layer <= cfg.decoder.depth or (cfg.repa_weight > 0 and not cfg.repa_teacher):

@@ -40,6 +40,16 @@ class FlexTokObjective:
         pred = self.repa_proj(hidden[:, self.num_registers :].float())
         return -F.cosine_similarity(pred, target, dim=-1).mean()
 
+    def _weighted_flow(self, err: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean of the per-element flow error ``(B, patches, values)``; with ``detail_weight`` each patch counts
+        ``1 + w * std / mean std`` of its clean target, renormalised to mean 1 (the loss keeps its scale)."""
+        w = self.config.detail_weight
+        if w == 0:
+            return err.mean()
+        std = target.std(-1)
+        weight = 1 + w * std / std.mean().clamp_min(1e-6)
+        return (err.mean(-1) * weight).sum() / weight.sum()
+
     def _coarse_loss(self, codes: torch.Tensor, grid: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """MSE between the coarse head's redraw from the kept codes (dropped ones zeroed) and the average-pooled grid."""
         s = self.config.coarse_size
@@ -91,10 +101,10 @@ class FlexTokObjective:
             if repa:
                 hook.remove()
         if self.config.prediction == "v":
-            flow, x0 = F.mse_loss(out, v), (x_t - t[:, None, None] * out).detach()
+            err, x0 = (out.float() - v) ** 2, (x_t - t[:, None, None] * out).detach()
         else:  # x-prediction, still the velocity loss (JiT): ||v_hat - v||^2 = ||x_hat - x||^2 / t^2
-            flow = (((out - target) / t.clamp_min(T_MIN)[:, None, None]) ** 2).mean()
-            x0 = out.detach()
+            err, x0 = ((out.float() - target) / t.clamp_min(T_MIN)[:, None, None]) ** 2, out.detach()
+        flow = self._weighted_flow(err, target)
         repa_loss = self._repa_loss(x, caught[0], r) if repa else torch.zeros((), device=dev)
         loss = flow + self.config.repa_weight * repa_loss + self.config.coarse_weight * coarse
         with torch.no_grad():  # one-step estimate of the clean grid: a cheap reconstruction monitor
