@@ -37,7 +37,8 @@ def _metric(rec: dict, source: str) -> dict | None:
         ref = rec.get("reference", {}).get("spec", "?")
         return {"name": f"FID against `{ref}` (lower is better)", "value": rec["fid"], "n": n, "note": f"{rec.get('n_ref', '?')} reference images; {note}"}
     if "exact" in rec and "valid" in rec:
-        return {"name": "captions: exact match with the prompt", "value": rec["exact"], "n": n, "note": note}
+        objects = f", {rec['objects']}-object images" if "objects" in rec else ""
+        return {"name": f"captions: exact match with the prompt{objects}", "value": rec["exact"], "n": n, "note": note}
     if "direction" in rec and "whole" in rec:
         return {"name": "video judge: whole-prompt accuracy (colour, shape, direction)", "value": rec["whole"], "n": n, "note": note}
     if "whole" in rec and "objects" in rec:
