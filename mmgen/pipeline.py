@@ -210,7 +210,7 @@ class Pipeline(ModelHubMixin, library_name="mmgen", tags=["mmgen"]):
         batch of random images and ``min_agreement`` of the ids must agree (an fp16 copy flips a few borderline codes)."""
         if self.is_video:
             raise ValueError("with_tokenizer compares image encodings; a video tokenizer is not supported")
-        device = next(self.generator.parameters()).device
+        device = self.generator.device
         new = load_module(tokenizer).to(device).eval()
         swapped = Pipeline(copy.deepcopy(self.generator), new, self.path, self.sampler)  # a copy: binding must not touch ours
         side = self.config.image_size
