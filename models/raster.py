@@ -27,7 +27,7 @@ from torch import nn
 from mmgen.data.shapes_text import shapes_text_vocab
 from mmgen.models.base import CondEmbedder, Condition, Generator, GeneratorConfig, corrupt_context
 from mmgen.models.decoding import Decode
-from mmgen.nn.layers import swiglu_hidden
+from mmgen.nn.layers import dropout, swiglu_hidden
 from mmgen.nn.losses import head_cross_entropy
 from mmgen.nn.masks import Causal
 from mmgen.nn.transformer import Transformer
@@ -192,7 +192,7 @@ class RasterGenerator(Generator):
         return corrupt_context(ids, self.config.context_noise, self.config.vocab_size)
 
     def _token_dropout(self, x: torch.Tensor) -> torch.Tensor:
-        return F.dropout(x, self.config.token_dropout, self.training) if self.config.token_dropout else x
+        return dropout(x, self.config.token_dropout, self.training)
 
     def _with_abs_pos(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Add the absolute embeddings of the slots at ``positions`` (models with ``abs_pos_embed``)."""

@@ -246,3 +246,51 @@ def test_head_cross_entropy_same_loss_under_autocast_and_chunked():
     assert per_tok.shape == per_bf16.shape == targets.shape and per_bf16.dtype == torch.float32
     torch.testing.assert_close(loss, F.cross_entropy(head(h).flatten(0, 1), targets.flatten()), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(loss_bf16, loss, rtol=0.02, atol=0.02)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_cpu_dropout_keeps_each_element_with_one_minus_p_and_the_mean(p):
+    from mmgen.nn.layers import dropout
+
+    torch.manual_seed(0)
+    x = torch.ones(200_000, requires_grad=True)
+    y = dropout(x, p)
+    kept = y.detach() != 0
+    n = x.numel()
+    assert abs(kept.float().mean().item() - (1 - p)) < 4 * (p * (1 - p) / n) ** 0.5 + 2e-5
+    lanes = kept[: n - n % 4].view(-1, 4).float().mean(0)  # the four 16-bit lanes of one draw are independent
+    assert (lanes - (1 - p)).abs().max() < 5 * (p * (1 - p) / (n / 4)) ** 0.5
+    assert torch.allclose(y.detach()[kept], torch.full_like(y.detach()[kept], 65536 / (65536 - round(p * 65536))))
+    assert abs(y.mean().item() - 1.0) < 0.02
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # d/dx (x * mask / keep) = mask / keep, x = 1
+    torch.manual_seed(0)
+    assert torch.equal(dropout(x.detach(), p), y.detach())  # the seeded default generator drives it
+
+
+def test_cpu_dropout_edges_and_eval_mode():
+    from mmgen.nn.layers import Dropout, dropout
+
+    x = torch.randn(3, 5)
+    assert dropout(x, 0.0) is x and dropout(x, 0.7, training=False) is x
+    assert torch.equal(dropout(x, 1.0), torch.zeros_like(x))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        dropout(x, 1.5)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        Dropout(-0.1)
+    d = Dropout(0.3).eval()
+    assert d(x) is x and d.state_dict() == {}
+
+
+def test_attention_dropout_on_cpu_masks_the_weights_and_is_identity_at_p0():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 16, 8) for _ in range(3))
+    ref = attention(q, k, v, Causal())
+    assert torch.allclose(attention(q, k, v, Causal(), dropout_p=0.0), ref)
+    torch.manual_seed(1)
+    out = attention(q, k, v, Causal(), dropout_p=0.5)
+    assert not torch.allclose(out, ref)
+    first = out[:, :, 0].reshape(-1, 8)  # query 0 sees key 0 alone: its weight 1 is dropped (0) or kept and doubled
+    assert all(torch.allclose(o, 2 * v0) or not o.any() for o, v0 in zip(first, v[:, :, 0].reshape(-1, 8)))
+    outs = torch.stack([attention(q, k, v, Causal(), dropout_p=0.5) for _ in range(400)]).mean(0)
+    assert (outs - ref).abs().max() < 0.35  # unbiased: the average over masks approaches the undropped output

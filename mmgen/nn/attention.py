@@ -28,6 +28,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
+from mmgen.nn.layers import dropout
 from mmgen.nn.masks import Mask, all_visible, block_ids, dense_mask, is_plain_causal
 
 __all__ = ["attention", "attention_backend", "available_backends", "current_backend", "BACKENDS"]
@@ -90,13 +91,11 @@ def _resolve(name: str, q: torch.Tensor) -> str:
 
 
 def _eager(q, k, v, allowed: torch.Tensor | None, dropout_p: float = 0.0) -> torch.Tensor:
-    scores = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(q.shape[-1])
+    scores = (q.float() / math.sqrt(q.shape[-1])) @ k.float().transpose(-2, -1)
     if allowed is not None:
         scores = scores.masked_fill(~allowed, float("-inf"))
     probs = scores.softmax(-1)
-    if dropout_p:
-        probs = F.dropout(probs, dropout_p)
-    return (probs @ v.float()).to(q.dtype)
+    return (dropout(probs, dropout_p) @ v.float()).to(q.dtype)
 
 
 def _xformers(q, k, v, mask: Mask | None, q_offset: int, dropout_p: float = 0.0) -> torch.Tensor:
@@ -164,6 +163,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask | No
     if backend == "eager":
         allowed = None if mask is None else dense_mask(mask, q_len, kv_len, q_offset, q.device)
         return _eager(q, k, v, allowed, dropout_p)
+    if dropout_p and q.device.type == "cpu":  # SDPA's CPU dropout runs its math kernel with a slow mask anyway
+        visible = all_visible(mask, q_len, kv_len, q_offset)
+        return _eager(q, k, v, None if visible else dense_mask(mask, q_len, kv_len, q_offset, q.device), dropout_p)
     if all_visible(mask, q_len, kv_len, q_offset):
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
     if is_plain_causal(mask, q_len, kv_len, q_offset):

@@ -23,7 +23,7 @@ from torch.utils.checkpoint import checkpoint
 
 from mmgen.nn.attention import attention
 from mmgen.nn.kv_cache import KVCache, LayerCache
-from mmgen.nn.layers import AdaLNModulation, GeluMLP, RotaryEmbedding, SwiGLU, apply_rotary, drop_path, modulate, swiglu_hidden
+from mmgen.nn.layers import AdaLNModulation, Dropout, GeluMLP, RotaryEmbedding, SwiGLU, apply_rotary, drop_path, modulate, swiglu_hidden
 from mmgen.nn.masks import Full, Mask
 
 __all__ = ["TransformerConfig", "Transformer", "Block", "compile_blocks"]
@@ -108,7 +108,7 @@ class SelfAttention(nn.Module):
             self.qk_scale = nn.Parameter(torch.full((1, cfg.heads, 1, 1), math.log(4.0)))
         norm = lambda: cfg.make_norm(cfg.head_dim) if qk in ("rmsnorm", "layernorm") else nn.Identity()  # noqa: E731
         self.q_norm, self.k_norm = norm(), norm()
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.attn_dropout = cfg.attn_dropout
 
     def _qkv(self, x: torch.Tensor) -> torch.Tensor:
