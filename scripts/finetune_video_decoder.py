@@ -12,6 +12,9 @@ object the neighbouring codes agree on.
 
     OMP_NUM_THREADS=1 python scripts/finetune_video_decoder.py checkpoints/shapes-video-nbp/tokenizer \\
         runs/video-decoder-p15 --steps 1000 --noise 0.15 --lr 5e-4
+
+``--decoder-channels 32,64,128,128 --decoder-layers 2`` trains a new, larger decoder from scratch on the
+same frozen codes instead (the ids still mean what they meant).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from mmgen.config import from_dict
 from mmgen.data import collate
 from mmgen.data.shapes import ShapesWorld
 from mmgen.data.video import ShapesVideoWorld
@@ -44,6 +48,18 @@ def perturb_codes(codes: torch.Tensor, fsq, p: float, g: torch.Generator) -> tor
     return rearrange(torch.where(hit[..., None], moved, c), "n h w d -> n d h w")
 
 
+def with_new_decoder(tok, channels: tuple[int, ...], layers: int, seed: int):
+    """A copy of ``tok`` with a freshly initialised decoder (and ``post_quant_conv``) of the given size; the
+    encoder, ``quant_conv`` and quantizer weights are copied, so every image gets the same ids."""
+    cfg = from_dict(type(tok.config), {**vars(tok.config), "decoder_channels": channels, "decoder_layers_per_block": layers})
+    torch.manual_seed(seed)
+    new = type(tok)(cfg)
+    keep = {k: v for k, v in tok.state_dict().items() if not k.startswith(("decoder.", "post_quant_conv.", "criterion."))}
+    missing, unexpected = new.load_state_dict(keep, strict=False)
+    assert not unexpected and all(k.startswith(("decoder.", "post_quant_conv.", "criterion.")) for k in missing), (missing, unexpected)
+    return new.float().eval().requires_grad_(False)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("tokenizer", help="a per-frame FSQ video tokenizer folder (e.g. video-fsq-tiny)")
@@ -55,8 +71,12 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=0,
                     help="shapes images (one or two objects) added to each step's frames: what a text-to-image model decodes")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--decoder-channels", default="", help="comma-separated widths: a new decoder of this size, trained from scratch")
+    ap.add_argument("--decoder-layers", type=int, default=0, help="res blocks per level of the new decoder (0 = the encoder's)")
     args = ap.parse_args()
     tok = load_module(args.tokenizer).float().eval().requires_grad_(False)
+    if args.decoder_channels or args.decoder_layers:
+        tok = with_new_decoder(tok, tuple(int(c) for c in args.decoder_channels.split(",") if c), args.decoder_layers, args.seed)
     fsq = getattr(tok.quantizer, "fsq", None)
     if fsq is None or not hasattr(tok, "latent_frames"):
         raise SystemExit(f"{args.tokenizer} is a {type(tok).__name__} without FSQ codes; this script fine-tunes per-frame FSQ video tokenizers")

@@ -138,7 +138,7 @@ def test_frame_consistency_sources_split_world_from_tokenizer():
     assert out["world"] == 1.0 and out["round_trip"] < 0.5 and out["n"] == 8
 
 
-def test_decoder_fine_tune_moves_codes_one_fsq_level_in_one_channel():
+def _decoder_script():
     import importlib.util
     from pathlib import Path
 
@@ -146,6 +146,11 @@ def test_decoder_fine_tune_moves_codes_one_fsq_level_in_one_channel():
     spec = importlib.util.spec_from_file_location("finetune_video_decoder", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_decoder_fine_tune_moves_codes_one_fsq_level_in_one_channel():
+    script = _decoder_script()
     tok = mmgen.create_tokenizer("video-fsq-tiny").eval()
     fsq = tok.quantizer.fsq
     ids = torch.randint(0, fsq.codebook_size, (64, 16))
@@ -158,6 +163,25 @@ def test_decoder_fine_tune_moves_codes_one_fsq_level_in_one_channel():
     back = fsq.codes_to_ids(moved.permute(0, 2, 3, 1))
     assert torch.allclose(fsq.ids_to_codes(back), moved.permute(0, 2, 3, 1)), "moved codes stay on the FSQ grid"
     assert torch.equal(script.perturb_codes(codes, fsq, 0.0, torch.Generator()), codes)
+
+
+def test_a_larger_decoder_keeps_every_id_and_round_trips_through_save_and_load(tmp_path):
+    tok = mmgen.create_tokenizer("video-fsq-tiny").eval()
+    big = _decoder_script().with_new_decoder(tok, (32, 64, 64, 64), 2, seed=0)
+    assert big.config.decoder_channels == (32, 64, 64, 64) and big.config.decoder_layers_per_block == 2
+    size = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert size(big.decoder) > 1.5 * size(tok.decoder) and size(big.encoder) == size(tok.encoder)
+    clip = torch.rand(2, 3, 3, 32, 32) * 2 - 1
+    a, b = tok.encode(clip), big.encode(clip)
+    assert torch.equal(a.ids, b.ids), "the encoder, quant_conv and quantizer are copied: the same ids"
+    assert big.decode(b).shape == (2, 3, 3, 32, 32)
+    big.save_pretrained(tmp_path / "tok")
+    again = mmgen.modeling.load_module(tmp_path / "tok")
+    assert torch.equal(again.decode(b), big.decode(b))
+    with pytest.raises(ValueError, match="levels"):
+        mmgen.create_tokenizer("video-fsq-tiny", decoder_channels=(32, 64))
+    with pytest.raises(ValueError, match="ldm"):
+        mmgen.create_tokenizer("vq-tiny", backbone="maskgit", level_attention=False, mid_attention=False, decoder_layers_per_block=2)
 
 
 @pytest.mark.parametrize("name", ["video-vq-tiny", "video-fsq-tiny", "video-vq3d-tiny"])

@@ -40,6 +40,10 @@ class TokenizerConfig:
     level_attention: bool = True
     mid_attention: bool = True
     z_channels: int = 256  # encoder output / decoder input width, before quant_conv
+    # a decoder of its own size ("ldm" backbone; () / 0 = the encoder's): a wider or deeper decoder can
+    # be trained on a frozen encoder's codes without changing a single id
+    decoder_channels: tuple[int, ...] = ()
+    decoder_layers_per_block: int = 0
     quant_conv_ks: int = 1  # kernel of quant_conv / post_quant_conv (LlamaGen 1, VAR 3; 0 = none, as MaskGIT)
     codebook_size: int = 16384
     codebook_dim: int = 8
@@ -79,6 +83,15 @@ def _check_config(cfg: TokenizerConfig) -> None:
         raise ValueError(f"codebook_size={cfg.codebook_size} (>= 2) and codebook_dim={cfg.codebook_dim} (>= 1) are invalid")
     if cfg.dead_code_steps < 1:
         raise ValueError(f"dead_code_steps={cfg.dead_code_steps} must be >= 1")
+    dch = tuple(cfg.decoder_channels)
+    if dch or cfg.decoder_layers_per_block:
+        if cfg.backbone != "ldm":
+            raise ValueError("decoder_channels / decoder_layers_per_block need backbone='ldm'")
+        if dch and (len(dch) != len(ch) or any(c <= 0 or c % cfg.norm_num_groups for c in dch)):
+            raise ValueError(f"decoder_channels={dch} needs {len(ch)} levels (as block_out_channels={tuple(ch)}), "
+                             f"each a positive multiple of norm_num_groups={cfg.norm_num_groups}")
+        if cfg.decoder_layers_per_block < 0:
+            raise ValueError(f"decoder_layers_per_block={cfg.decoder_layers_per_block} must be >= 0 (0 = layers_per_block)")
 
 
 def build_autoencoder(cfg: TokenizerConfig) -> tuple[nn.Module, nn.Module]:
@@ -99,7 +112,8 @@ def build_autoencoder(cfg: TokenizerConfig) -> tuple[nn.Module, nn.Module]:
     decoder = Decoder(
         in_channels=cfg.z_channels, out_channels=3,
         up_block_types=(deep_up,) + ("UpDecoderBlock2D",) * (n - 1),  # decoder runs deepest level first
-        block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
+        block_out_channels=tuple(cfg.decoder_channels or cfg.block_out_channels),
+        layers_per_block=cfg.decoder_layers_per_block or cfg.layers_per_block,
         norm_num_groups=cfg.norm_num_groups, mid_block_add_attention=cfg.mid_attention,
     )
     return encoder, decoder
