@@ -14,7 +14,8 @@ object the neighbouring codes agree on.
         runs/video-decoder-p15 --steps 1000 --noise 0.15 --lr 5e-4
 
 ``--decoder-channels 32,64,128,128 --decoder-layers 2`` trains a new, larger decoder from scratch on the
-same frozen codes instead (the ids still mean what they meant).
+same frozen codes instead (the ids still mean what they meant); ``--decoder-layers`` alone deepens the
+old decoder, its added res blocks starting as identities.
 """
 from __future__ import annotations
 
@@ -49,14 +50,29 @@ def perturb_codes(codes: torch.Tensor, fsq, p: float, g: torch.Generator) -> tor
 
 
 def with_new_decoder(tok, channels: tuple[int, ...], layers: int, seed: int):
-    """A copy of ``tok`` with a freshly initialised decoder (and ``post_quant_conv``) of the given size; the
-    encoder, ``quant_conv`` and quantizer weights are copied, so every image gets the same ids."""
+    """A copy of ``tok`` with a new decoder (and ``post_quant_conv``) of the given size; the encoder,
+    ``quant_conv`` and quantizer weights are copied, so every image gets the same ids.
+
+    A wider decoder starts from scratch. A deeper one of the same widths starts as the old decoder: its
+    weights are copied and each added res block begins as an identity (its last conv zeroed), so training
+    starts from the old decoder's quality.
+    """
     cfg = from_dict(type(tok.config), {**vars(tok.config), "decoder_channels": channels, "decoder_layers_per_block": layers})
     torch.manual_seed(seed)
     new = type(tok)(cfg)
-    keep = {k: v for k, v in tok.state_dict().items() if not k.startswith(("decoder.", "post_quant_conv.", "criterion."))}
+    own = ("decoder.", "post_quant_conv.", "criterion.")
+    old = tok.state_dict()
+    keep = {k: v for k, v in old.items() if not k.startswith(own)}
+    if tuple(cfg.decoder_channels or cfg.block_out_channels) == tuple(tok.config.decoder_channels or tok.config.block_out_channels):
+        ref = new.state_dict()
+        keep.update({k: v for k, v in old.items() if k.startswith(own[:2]) and k in ref and ref[k].shape == v.shape})
+        with torch.no_grad():
+            for name, block in new.decoder.named_modules():
+                if hasattr(block, "conv2") and f"decoder.{name}.conv2.weight" not in old:
+                    block.conv2.weight.zero_()
+                    block.conv2.bias.zero_()
     missing, unexpected = new.load_state_dict(keep, strict=False)
-    assert not unexpected and all(k.startswith(("decoder.", "post_quant_conv.", "criterion.")) for k in missing), (missing, unexpected)
+    assert not unexpected and all(k.startswith(own) for k in missing), (missing, unexpected)
     return new.float().eval().requires_grad_(False)
 
 

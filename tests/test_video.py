@@ -178,6 +178,9 @@ def test_a_larger_decoder_keeps_every_id_and_round_trips_through_save_and_load(t
     big.save_pretrained(tmp_path / "tok")
     again = mmgen.modeling.load_module(tmp_path / "tok")
     assert torch.equal(again.decode(b), big.decode(b))
+    deeper = _decoder_script().with_new_decoder(tok, (), 3, seed=0)  # same widths, more blocks: starts as the old decoder
+    assert size(deeper.decoder) > size(tok.decoder)
+    assert torch.allclose(deeper.decode(a), tok.decode(a), atol=1e-6)
     with pytest.raises(ValueError, match="levels"):
         mmgen.create_tokenizer("video-fsq-tiny", decoder_channels=(32, 64))
     with pytest.raises(ValueError, match="ldm"):
