@@ -87,6 +87,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=0,
                     help="shapes images (one or two objects) added to each step's frames: what a text-to-image model decodes")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--loss", choices=["l2", "l1"], default="l2",
+                    help="l1 draws the median of what the codes allow (crisp edges) where l2 draws their mean (blurred corners)")
     ap.add_argument("--decoder-channels", default="", help="comma-separated widths: a new decoder of this size, trained from scratch")
     ap.add_argument("--decoder-layers", type=int, default=0, help="res blocks per level of the new decoder (0 = the encoder's)")
     args = ap.parse_args()
@@ -116,7 +118,7 @@ def main() -> None:
             codes = tok.quantize(x).quantized
             if args.noise > 0:
                 codes = perturb_codes(codes, fsq, args.noise, g)
-        loss = F.mse_loss(tok._decode_latent(codes), x)
+        loss = (F.l1_loss if args.loss == "l1" else F.mse_loss)(tok._decode_latent(codes), x)
         opt.zero_grad()
         loss.backward()
         opt.step()
