@@ -60,12 +60,13 @@ def with_new_decoder(tok, channels: tuple[int, ...], layers: int, seed: int):
     cfg = from_dict(type(tok.config), {**vars(tok.config), "decoder_channels": channels, "decoder_layers_per_block": layers})
     torch.manual_seed(seed)
     new = type(tok)(cfg)
-    own = ("decoder.", "post_quant_conv.", "criterion.")
+    rebuilt = ("decoder.", "post_quant_conv.")
+    own = rebuilt + ("criterion.",)
     old = tok.state_dict()
     keep = {k: v for k, v in old.items() if not k.startswith(own)}
     if tuple(cfg.decoder_channels or cfg.block_out_channels) == tuple(tok.config.decoder_channels or tok.config.block_out_channels):
         ref = new.state_dict()
-        keep.update({k: v for k, v in old.items() if k.startswith(own[:2]) and k in ref and ref[k].shape == v.shape})
+        keep.update({k: v for k, v in old.items() if k.startswith(rebuilt) and k in ref and ref[k].shape == v.shape})
         with torch.no_grad():
             for name, block in new.decoder.named_modules():
                 if hasattr(block, "conv2") and f"decoder.{name}.conv2.weight" not in old:

@@ -160,12 +160,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask | No
         if dropout_p:
             raise ValueError(f"the 'flex' attention backend has no attention dropout (got dropout_p={dropout_p}); use 'sdpa'")
         return _flex(q, k, v, mask, q_offset)
-    if backend == "eager":
-        allowed = None if mask is None else dense_mask(mask, q_len, kv_len, q_offset, q.device)
+    if backend == "eager" or (dropout_p and q.device.type == "cpu"):  # SDPA's CPU dropout runs its math kernel with a slow mask
+        allowed = None if all_visible(mask, q_len, kv_len, q_offset) else dense_mask(mask, q_len, kv_len, q_offset, q.device)
         return _eager(q, k, v, allowed, dropout_p)
-    if dropout_p and q.device.type == "cpu":  # SDPA's CPU dropout runs its math kernel with a slow mask anyway
-        visible = all_visible(mask, q_len, kv_len, q_offset)
-        return _eager(q, k, v, None if visible else dense_mask(mask, q_len, kv_len, q_offset, q.device), dropout_p)
     if all_visible(mask, q_len, kv_len, q_offset):
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
     if is_plain_causal(mask, q_len, kv_len, q_offset):
