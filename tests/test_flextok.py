@@ -297,3 +297,114 @@ def test_detail_weight_counts_edge_patches_more_and_keeps_flat_batches_unweighte
     assert torch.isfinite(loss) and float(logs["flow_loss"]) > 0
     with pytest.raises(ValueError, match="detail_weight"):
         small(detail_weight=-1.0)
+
+
+def test_keep_all_prob_keeps_every_register_in_that_share_of_samples():
+    torch.manual_seed(0)
+    tok = small(keep_all_prob=0.5, null_prob=0.0)
+    ks = tok.sample_keep(4000, "cpu")
+    share = (ks == tok.num_registers).float().mean().item()
+    assert 0.5 < share < 0.6, "half forced to K, plus K's own 1/K of the uniform rest"
+    assert set(ks.tolist()) == set(range(1, 9))
+    assert (small(keep_all_prob=0.5).sample_keep(4000, "cpu") == 0).any(), "null_prob still drops every token"
+    with pytest.raises(ValueError, match="keep_all_prob"):
+        small(keep_all_prob=1.0)
+
+
+def test_conv_head_starts_as_the_identity_and_then_refines_across_patch_borders(tmp_path):
+    plain = small().eval()
+    torch.nn.init.normal_(plain.out.weight, std=0.1)
+    tok = small(conv_head=8).eval()
+    tok.load_state_dict(plain.state_dict(), strict=False)  # a fine-tune starts from a decoder without the head
+    ids = plain.encode(blobs(2)).ids
+    torch.testing.assert_close(tok.decode(ids), plain.decode(ids))  # zero-initialised last conv: the same decodes
+    torch.manual_seed(0)
+    loss, _ = tok.train().loss(blobs(2))
+    loss.backward()
+    assert tok.conv_head.conv_out.weight.grad.abs().sum() > 0
+    # once trained, a pixel at a patch's border reads the noisy pixel across it (the linear head reads only its patch)
+    torch.nn.init.normal_(tok.conv_head.conv_out.weight, std=0.1)
+    p = tok.config.patch_size
+    h, temb = torch.randn(1, tok.num_patches, 32), torch.randn(1, 32)
+    x_t = torch.zeros(1, 3, 32, 32, requires_grad=True)
+    tok.conv_head(h, x_t, torch.zeros(1, 3, 32, 32), temb)[0, :, 0, p - 1].sum().backward()
+    assert x_t.grad[0, :, 0, p].abs().sum() > 0 and x_t.grad[0, :, :, p + 3 :].abs().sum() == 0  # three 3x3 convs: 3 pixels
+    tok.save_pretrained(tmp_path / "t")
+    again = load_module(tmp_path / "t")
+    torch.testing.assert_close(again.decode(ids), tok.decode(ids))
+    with pytest.raises(ValueError, match="conv_head"):
+        small(conv_head=-1)
+
+
+def test_code_mlp_starts_as_the_identity_and_reads_only_the_kept_codes():
+    plain = small().eval()
+    torch.nn.init.normal_(plain.out.weight, std=0.1)
+    tok = small(code_mlp=16).eval()
+    tok.load_state_dict(plain.state_dict(), strict=False)
+    ids = plain.encode(blobs(2)).ids
+    torch.testing.assert_close(tok.decode(ids), plain.decode(ids))  # zero-initialised last layer: the same decodes
+    torch.nn.init.normal_(tok.dec.blocks[0].ada.proj[1].weight, std=0.1)  # open the adaLN-zero gates of block 1
+    torch.manual_seed(0)
+    loss, _ = tok.train().loss(blobs(2))
+    loss.backward()
+    assert tok.code_mlp[2].weight.grad.abs().sum() > 0
+    torch.nn.init.normal_(tok.code_mlp[2].weight, std=0.1)
+    codes = tok.fsq.ids_to_codes(torch.randint(0, tok.vocab_size, (2, 8)))
+    other = codes.clone()
+    other[:, 3:] = tok.fsq.ids_to_codes(torch.randint(0, tok.vocab_size, (2, 5)))
+    keep = (torch.arange(8) < 3).expand(2, 8)
+    torch.testing.assert_close(tok._code_summary(codes, keep), tok._code_summary(other, keep))  # dropped codes unseen
+    assert not torch.allclose(tok._code_summary(codes, keep.clone().fill_(True)), tok._code_summary(other, keep.clone().fill_(True)))
+    assert small()._code_summary(codes, keep) is None, "off by default: no extra weights"
+    with pytest.raises(ValueError, match="code_mlp"):
+        small(code_mlp=-1)
+
+
+def test_repa_ids_target_is_a_cross_entropy_on_the_vq_teachers_codes(tmp_path):
+    teacher = mmgen.create_tokenizer("vq-tiny").eval()
+    teacher.save_pretrained(tmp_path / "teacher")
+    n = teacher.encode(blobs(1)).ids.shape[1]
+    patch = 32 // int(n**0.5)
+    tok = small(patch_size=patch, repa_weight=0.1, repa_target="ids", repa_teacher=str(tmp_path / "teacher"),
+                repa_dim=teacher.vocab_size).train()
+    torch.manual_seed(0)
+    loss, logs = tok.loss(blobs(2))
+    loss.backward()
+    assert 0 < float(logs["repa_loss"]) and tok.repa_proj[2].weight.grad.abs().sum() > 0
+    target = tok._teacher_ids(blobs(2))
+    assert target.shape == (2, tok.num_patches) and target.dtype == torch.long
+    with pytest.raises(ValueError, match="repa_dim"):
+        small(patch_size=patch, repa_weight=0.1, repa_target="ids", repa_teacher=str(tmp_path / "teacher"),
+              repa_dim=teacher.vocab_size + 1).loss(blobs(2))
+    with pytest.raises(ValueError, match="repa_target"):
+        small(repa_target="logits")
+
+
+def test_code_prior_starts_as_the_identity_learns_by_its_own_loss_and_reaches_the_decoder(tmp_path):
+    plain = small().eval()
+    torch.nn.init.normal_(plain.out.weight, std=0.1)
+    tok = small(prior_mlp=16, prior_weight=2.0).eval()
+    tok.load_state_dict(plain.state_dict(), strict=False)
+    ids = plain.encode(blobs(2)).ids
+    torch.testing.assert_close(tok.decode(ids), plain.decode(ids))  # zero-initialised input: the same decodes
+    torch.manual_seed(0)
+    loss, logs = tok.train().loss(blobs(2))
+    assert float(logs["prior_loss"]) > 0
+    torch.testing.assert_close(loss, logs["flow_loss"] + 2.0 * logs["prior_loss"])
+    loss.backward()
+    assert tok.prior[4].weight.grad.abs().sum() > 0 and tok.prior_in.weight.grad.abs().sum() > 0
+    # the flow loss does not train the prior: its gradient comes from the prior loss alone
+    tok.zero_grad()
+    torch.nn.init.normal_(tok.prior_in.weight, std=0.1)
+    tok.config.prior_weight = 0.0
+    torch.manual_seed(0)
+    tok.loss(blobs(2))[0].backward()
+    assert tok.prior[4].weight.grad is None or tok.prior[4].weight.grad.abs().sum() == 0
+    # once it is read, what the prior draws changes the decode; saved and loaded with the tokenizer
+    before = tok.eval().decode(ids)
+    torch.nn.init.normal_(tok.prior[4].weight, std=0.5)
+    assert not torch.allclose(tok.decode(ids), before)
+    tok.save_pretrained(tmp_path / "t")
+    torch.testing.assert_close(load_module(tmp_path / "t").decode(ids), tok.decode(ids))
+    with pytest.raises(ValueError, match="prior_mlp"):
+        small(prior_mlp=-1)

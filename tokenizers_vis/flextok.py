@@ -52,6 +52,7 @@ from mmgen.registry import register_preset
 from mmgen.tokens import SequenceLayout, Tokens
 
 from .base import ImageTokenizer
+from .flextok_heads import ConvHead
 from .flextok_objective import T_MIN, FlexTokObjective
 from .fsq import FSQ, check_levels
 
@@ -76,6 +77,8 @@ class FlexTokConfig:
     encoder: TransformerConfig = field(default_factory=lambda: TransformerConfig(dim=1152, depth=18, heads=18))
     decoder: TransformerConfig = field(default_factory=lambda: TransformerConfig(dim=1152, depth=18, heads=18))
     keep_k: Literal["uniform", "pow2"] = "uniform"  # nested dropout: k uniform in 1..K, or a power of two
+    keep_all_prob: float = 0.0  # share of training samples that keep all K registers (before null_prob): the full
+    # code's last registers carry the fine detail, and with k uniform the decoder sees them in few samples
     null_prob: float = 0.1  # training samples decoded from no token at all (the unconditional branch of CFG)
     time_dist: Literal["logit-normal", "uniform"] = "logit-normal"
     prediction: Literal["v", "x"] = "v"  # the network outputs the velocity (reference) or the clean grid ("x": easier in pixel space)
@@ -90,12 +93,27 @@ class FlexTokConfig:
     # conv encoder's feature grid the decoder's patch states must predict; only training reads it, it is not saved with us
     repa_weight: float = 0.0  # weight of the REPA loss (negative cosine similarity per patch); 0 = off
     repa_layer: int = 1  # decoder block (1-based) whose patch states are projected onto the teacher's features
-    repa_dim: int = 64  # channels of the teacher's feature grid (the projector's output)
+    repa_dim: int = 64  # channels of the teacher's feature grid (the projector's output); "ids": its codebook size
+    repa_target: Literal["features", "ids"] = "features"  # what the projected states predict: the teacher's features
+    # (negative cosine, REPA) or, for a VQ teacher on the decoder's patch grid, its code ids (cross-entropy: a sharp target)
     coarse_weight: float = 0.0  # weight of an auxiliary MSE: a small MLP must redraw a coarse copy of the grid from the kept
     # codes alone, so every prefix carries the layout on both axes from step 0 (the flow loss alone let one axis go, issue 19)
     coarse_size: int = 8  # side of that coarse copy (average-pooled grid); must divide grid_size
     detail_weight: float = 0.0  # flow loss per patch weighted 1 + w * (its std / the batch's mean patch std), then
     # renormalised: edges and corners (a small shape's only clue) count more than flat patches; 0 = the plain loss
+    conv_head: int = 0  # channels of a conv refinement of the decoder's output at grid resolution (U-ViT's final conv,
+    # deeper): per-pixel features of every patch state, the noisy grid and the linear output go through 3x3 convs, so
+    # neighbouring patches agree along their borders, where a small shape's corners lie; zero-initialised (a fine-tune
+    # starts as the decoder it extends); 0 = off
+    code_mlp: int = 0  # hidden width of an MLP that reads all kept codes at once (dropped ones zeroed, plus the keep
+    # mask) and adds its summary to the noise level's AdaLN condition of every decoder block: a nonlinear reading of the
+    # whole code, what an MLP probe of the codes does well, beside the per-register in-context tokens; the last layer
+    # starts at zero (a fine-tune starts as the decoder it extends); 0 = off
+    prior_mlp: int = 0  # hidden width of a code prior: an MLP (two hidden layers) that redraws the whole grid from all kept
+    # codes at once (its own MSE, weight prior_weight); the decoder reads its patches beside the noisy ones (zero-initialised
+    # input, so a fine-tune starts as the decoder it extends). A direct readout of the codes draws small shapes the flow
+    # loss alone leaves unsure (bench/RESULTS.md, FlexTok); 0 = off
+    prior_weight: float = 1.0
     flow_steps: int = 25  # Euler steps of decode()
     cfg_scale: float = 1.0  # decoder guidance of decode() (1 = off)
     decode_seed: int = 0  # decode() starts from this seeded noise, so it is deterministic
@@ -128,8 +146,13 @@ class FlexTokTokenizer(FlexTokObjective, ImageTokenizer):
                              f"{cfg.time_shift}, {cfg.fsq_dropout}, {cfg.pure_noise_prob}")
         if cfg.detail_weight < 0:
             raise ValueError(f"detail_weight must be >= 0, got {cfg.detail_weight}")
+        if not 0.0 <= cfg.keep_all_prob < 1.0 or min(cfg.conv_head, cfg.code_mlp, cfg.prior_mlp, cfg.prior_weight) < 0:
+            raise ValueError(f"need keep_all_prob in [0, 1) and conv_head, code_mlp, prior_mlp, prior_weight >= 0, got "
+                             f"{cfg.keep_all_prob}, {cfg.conv_head}, {cfg.code_mlp}, {cfg.prior_mlp}, {cfg.prior_weight}")
         if cfg.noise_draws < 1:
             raise ValueError(f"noise_draws must be >= 1, got {cfg.noise_draws}")
+        if cfg.repa_target not in ("features", "ids"):
+            raise ValueError(f"repa_target must be 'features' or 'ids', got {cfg.repa_target!r}")
         if cfg.repa_weight < 0 or not 1 <= cfg.repa_layer <= cfg.decoder.depth or (cfg.repa_weight > 0 and not cfg.repa_teacher):
             raise ValueError(f"need repa_weight >= 0, repa_layer in 1..{cfg.decoder.depth} and a repa_teacher folder when "
                              f"repa_weight > 0, got {cfg.repa_weight}, {cfg.repa_layer}, {cfg.repa_teacher!r}")
@@ -158,6 +181,20 @@ class FlexTokTokenizer(FlexTokObjective, ImageTokenizer):
         self.out = nn.Linear(cfg.decoder.dim, pd)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        if cfg.code_mlp:
+            self.code_mlp = nn.Sequential(nn.Linear(K * (self.fsq.dim + 1), cfg.code_mlp), nn.SiLU(),
+                                          nn.Linear(cfg.code_mlp, cfg.decoder.dim))
+            nn.init.zeros_(self.code_mlp[2].weight)
+            nn.init.zeros_(self.code_mlp[2].bias)
+        if cfg.prior_mlp:
+            h = cfg.prior_mlp
+            self.prior = nn.Sequential(nn.Linear(K * (self.fsq.dim + 1), h), nn.GELU(), nn.Linear(h, h), nn.GELU(),
+                                       nn.Linear(h, g * g * pd))
+            self.prior_in = nn.Linear(pd, cfg.decoder.dim)
+            nn.init.zeros_(self.prior_in.weight)
+            nn.init.zeros_(self.prior_in.bias)
+        if cfg.conv_head:
+            self.conv_head = ConvHead(cfg.decoder.dim, cfg.in_channels, cfg.patch_size, cfg.conv_head)
         if cfg.repa_weight > 0:  # REPA's projector: decoder patch state -> teacher feature
             d = cfg.decoder.dim
             self.repa_proj = nn.Sequential(nn.Linear(d, 2 * d), nn.SiLU(), nn.Linear(2 * d, cfg.repa_dim))
@@ -285,15 +322,44 @@ class FlexTokTokenizer(FlexTokObjective, ImageTokenizer):
         x = self.code_in(codes.to(self.code_in.weight.dtype))
         return torch.where(keep[..., None], x, self.mask_token.to(x.dtype)) + self.reg_pos
 
-    def predict(self, registers: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The network's output for noisy patches ``x_t`` at noise level ``t (B,)``: velocity or clean patches."""
-        x = torch.cat([registers, self.noisy_in(x_t.to(registers.dtype)) + self.dec_abs.to(registers.dtype)], 1)
-        h = self.dec(x, self.dec_pos, Full(), cond=self.time_embed(t))
-        return self.out(h[:, self.num_registers :]).float()
+    @staticmethod
+    def _flat_codes(codes: torch.Tensor, keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """All codes at once, ``(B, K * (d + 1))``: dropped ones zeroed, plus the keep mask."""
+        return torch.cat([codes.to(dtype) * keep[..., None], keep[..., None].to(dtype)], -1).flatten(1)
 
-    def velocity(self, registers: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def _code_summary(self, codes: torch.Tensor, keep: torch.Tensor) -> torch.Tensor | None:
+        """``code_mlp``'s reading of all kept codes at once, ``(B, dim)`` (None when off)."""
+        if not self.config.code_mlp:
+            return None
+        return self.code_mlp(self._flat_codes(codes, keep, self.code_mlp[0].weight.dtype))
+
+    def _code_prior(self, codes: torch.Tensor, keep: torch.Tensor) -> torch.Tensor | None:
+        """The code prior's redraw of the grid from all kept codes, as patches ``(B, patches, patch_dim)`` (None when off)."""
+        if not self.config.prior_mlp:
+            return None
+        return self.prior(self._flat_codes(codes, keep, self.prior[0].weight.dtype)).view(codes.shape[0], self.num_patches, -1)
+
+    def predict(self, registers: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+                summary: torch.Tensor | None = None, prior: torch.Tensor | None = None) -> torch.Tensor:
+        """The network's output for noisy patches ``x_t`` at noise level ``t (B,)``: velocity or clean patches.
+        ``summary`` / ``prior``: :meth:`_code_summary` / :meth:`_code_prior` of the same codes (None when off)."""
+        patches = self.noisy_in(x_t.to(registers.dtype)) + self.dec_abs.to(registers.dtype)
+        if prior is not None:
+            patches = patches + self.prior_in(prior.to(registers.dtype))
+        x = torch.cat([registers, patches], 1)
+        temb = self.time_embed(t)
+        if summary is not None:
+            temb = temb + summary.to(temb.dtype)
+        h = self.dec(x, self.dec_pos, Full(), cond=temb)[:, self.num_registers :]
+        out = self.out(h)
+        if self.config.conv_head:
+            out = out + self._patchify(self.conv_head(h, self._unpatchify(x_t.to(out.dtype)), self._unpatchify(out), temb))
+        return out.float()
+
+    def velocity(self, registers: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+                 summary: torch.Tensor | None = None, prior: torch.Tensor | None = None) -> torch.Tensor:
         """Velocity ``(B, n, patch_dim)`` (``eps - x``) of noisy patches ``x_t`` at noise level ``t (B,)``."""
-        out = self.predict(registers, x_t, t)
+        out = self.predict(registers, x_t, t, summary, prior)
         if self.config.prediction == "v":
             return out
         return (x_t.float() - out) / t.clamp_min(T_MIN)[:, None, None]  # v = (x_t - x) / t
@@ -333,14 +399,18 @@ class FlexTokTokenizer(FlexTokObjective, ImageTokenizer):
         (B, k), K, dev = ids.shape, self.num_registers, ids.device
         codes = F.pad(self.fsq.ids_to_codes(ids), (0, 0, 0, K - k))
         keep = (torch.arange(K, device=dev) < k).expand(B, K)
-        regs = self._registers_in(codes, keep)
-        if scale != 1.0:
-            regs = torch.cat([regs, self._registers_in(codes, torch.zeros_like(keep))])
+        keeps = [keep] if scale == 1.0 else [keep, torch.zeros_like(keep)]  # CFG: and the all-masked input
+
+        def both(fn):  # noqa: ANN001, ANN202
+            out = [fn(codes, kp) for kp in keeps]
+            return None if out[0] is None else torch.cat(out)
+
+        regs, summary, prior = both(self._registers_in), both(self._code_summary), both(self._code_prior)
 
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             if scale == 1.0:
-                return self.velocity(regs, x, t)
-            v_cond, v_uncond = self.velocity(regs, x.repeat(2, 1, 1), t.repeat(2)).float().chunk(2)
+                return self.velocity(regs, x, t, summary, prior)
+            v_cond, v_uncond = self.velocity(regs, x.repeat(2, 1, 1), t.repeat(2), summary, prior).float().chunk(2)
             return v_uncond + scale * (v_cond - v_uncond)
 
         rng = torch.Generator(device=dev).manual_seed(self.config.decode_seed if seed is None else seed)

@@ -21,23 +21,42 @@ T_MIN = 0.05  # x-prediction: v = (x_t - x) / t is clipped below this noise leve
 
 
 class FlexTokObjective:
-    def _teacher_features(self, pixels: torch.Tensor) -> torch.Tensor:
-        """The frozen REPA teacher's conv-encoder features, pooled to the patch grid: ``(B, patches, repa_dim)``."""
+    def _load_teacher(self, device: torch.device) -> torch.nn.Module:
+        """The frozen REPA teacher, loaded once as a plain attribute: not a submodule, so never saved, moved or trained with us."""
         from mmgen.modeling import load_module
 
-        if "_teacher" not in self.__dict__:  # a plain attribute: not a submodule, so never saved, moved or trained with us
+        if "_teacher" not in self.__dict__:
             self.__dict__["_teacher"] = load_module(self.config.repa_teacher).requires_grad_(False).eval()
-        teacher = self.__dict__["_teacher"].to(pixels.device)
+        return self.__dict__["_teacher"].to(device)
+
+    def _teacher_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The frozen REPA teacher's conv-encoder features, pooled to the patch grid: ``(B, patches, repa_dim)``."""
+        teacher = self._load_teacher(pixels.device)
         with torch.no_grad():
             f = F.adaptive_avg_pool2d(teacher.encoder(pixels).float(), self.config.grid_size // self.config.patch_size)
         if f.shape[1] != self.config.repa_dim:
             raise ValueError(f"repa_dim={self.config.repa_dim} but the teacher {self.config.repa_teacher!r} gives {f.shape[1]} channels")
         return rearrange(f, "b c h w -> b (h w) c")
 
+    def _teacher_ids(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The frozen VQ teacher's code ids, one per decoder patch: ``(B, patches)``."""
+        teacher = self._load_teacher(pixels.device)
+        if not getattr(teacher, "vocab_size", 0) or teacher.vocab_size != self.config.repa_dim:
+            raise ValueError(f"repa_target='ids' needs a VQ teacher with repa_dim={self.config.repa_dim} codes, "
+                             f"got {self.config.repa_teacher!r} with {getattr(teacher, 'vocab_size', 0)}")
+        with torch.no_grad():
+            ids = teacher.encode(pixels).ids
+        if ids.shape[1] != self.num_patches:
+            raise ValueError(f"the teacher gives {ids.shape[1]} ids per image, the decoder has {self.num_patches} patches")
+        return ids
+
     def _repa_loss(self, pixels: torch.Tensor, hidden: torch.Tensor, r: int) -> torch.Tensor:
-        """REPA: negative cosine similarity between projected decoder patch states and the teacher's features."""
-        target = self._teacher_features(pixels).repeat(r, 1, 1)
+        """REPA: negative cosine similarity between projected decoder patch states and the teacher's features, or
+        (``repa_target="ids"``) cross-entropy of the projected states against the VQ teacher's code ids."""
         pred = self.repa_proj(hidden[:, self.num_registers :].float())
+        if self.config.repa_target == "ids":
+            return F.cross_entropy(pred.flatten(0, 1), self._teacher_ids(pixels).repeat(r, 1).flatten())
+        target = self._teacher_features(pixels).repeat(r, 1, 1)
         return -F.cosine_similarity(pred, target, dim=-1).mean()
 
     def _weighted_flow(self, err: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -64,6 +83,8 @@ class FlexTokObjective:
             k = torch.tensor(sizes, device=device)[torch.randint(len(sizes), (batch,), device=device)]
         else:
             k = torch.randint(1, K + 1, (batch,), device=device)
+        if self.config.keep_all_prob > 0:
+            k = torch.where(torch.rand(batch, device=device) < self.config.keep_all_prob, K, k)
         return torch.where(torch.rand(batch, device=device) < self.config.null_prob, 0, k)
 
     def sample_t(self, batch: int, device: torch.device | str) -> torch.Tensor:
@@ -88,7 +109,9 @@ class FlexTokObjective:
             grid, target, codes = grid.repeat(r, 1, 1, 1), target.repeat(r, 1, 1), codes.repeat(r, 1, 1)
         B = target.shape[0]
         k = self.sample_keep(B, dev)
-        regs = self._registers_in(codes, torch.arange(K, device=dev) < k[:, None])
+        keep = torch.arange(K, device=dev) < k[:, None]
+        regs, summary, prior = self._registers_in(codes, keep), self._code_summary(codes, keep), self._code_prior(codes, keep)
+        prior_loss = torch.zeros((), device=dev) if prior is None else F.mse_loss(prior.float(), target)
         t = self.sample_t(B, dev)
         x_t, v = interpolate(target, torch.randn_like(target), t[:, None, None])
         repa = self.config.repa_weight > 0
@@ -96,7 +119,7 @@ class FlexTokObjective:
             caught: list[torch.Tensor] = []
             hook = self.dec.blocks[self.config.repa_layer - 1].register_forward_hook(lambda m, a, o: caught.append(o))
         try:
-            out = self.predict(regs, x_t, t)
+            out = self.predict(regs, x_t, t, summary, None if prior is None else prior.detach())
         finally:
             if repa:
                 hook.remove()
@@ -106,13 +129,14 @@ class FlexTokObjective:
             err, x0 = ((out.float() - target) / t.clamp_min(T_MIN)[:, None, None]) ** 2, out.detach()
         flow = self._weighted_flow(err, target)
         repa_loss = self._repa_loss(x, caught[0], r) if repa else torch.zeros((), device=dev)
-        loss = flow + self.config.repa_weight * repa_loss + self.config.coarse_weight * coarse
+        loss = flow + self.config.repa_weight * repa_loss + self.config.coarse_weight * coarse + self.config.prior_weight * prior_loss
         with torch.no_grad():  # one-step estimate of the clean grid: a cheap reconstruction monitor
             x0 = self._unpatchify(x0)
             counts = torch.bincount(ids.reshape(-1), minlength=self.vocab_size).float()
             p = counts / counts.sum()
             logs = {
-                "loss": loss.detach(), "flow_loss": flow.detach(), "repa_loss": repa_loss.detach(), "coarse_loss": coarse.detach(), "quant_loss": torch.zeros((), device=dev),
+                "loss": loss.detach(), "flow_loss": flow.detach(), "repa_loss": repa_loss.detach(), "coarse_loss": coarse.detach(),
+                "prior_loss": prior_loss.detach(), "quant_loss": torch.zeros((), device=dev),
                 "recon_loss": F.mse_loss(x0, grid.float()), "psnr": psnr(x0.clamp(-1, 1), grid) if self.autoencoder is None else psnr(x0, grid),
                 "codebook_usage": (counts > 0).float().mean(), "perplexity": torch.exp(-(p * torch.log(p.clamp_min(1e-10))).sum()),
                 "keep_k": k.float().mean(),
