@@ -28,7 +28,11 @@ the layout on both image axes (without it the shapes encoder lost the object's r
 Knobs beyond the reference (defaults off; the CPU preset turns on ``time_shift`` and ``fsq_dropout``):
 ``prediction="x"`` regresses the clean patches instead of the velocity (JiT; the loss stays the velocity
 loss); ``time_shift`` (SD3) moves training noise levels up; ``fsq_dropout`` is the reference's
-``drop_quant_p``; ``detail_weight`` weights the flow loss toward patches with detail (edges, corners).
+``drop_quant_p``; ``detail_weight`` weights the flow loss toward patches with detail (edges, corners);
+``prior_mlp`` adds a code prior: an MLP redraws the grid from all kept codes at once (its own MSE) and the decoder
+reads that redraw beside the noisy patches (on ``shapes`` a direct readout of the codes keeps small shapes that
+the flow loss alone leaves unsure). ``keep_all_prob``, ``conv_head``, ``code_mlp`` and ``repa_target="ids"`` are
+measured ablations (bench/RESULTS.md, FlexTok).
 
 Usage: ``tok.encode(img, k=8)`` gives 8 tokens, ``tok.decode(tokens.prefix(k))`` works for every
 ``k`` in ``1..K``; a raster generator trained on the sequences can stop at any token budget.
