@@ -18,7 +18,7 @@ class ConvHead(nn.Module):
 
     def __init__(self, dim: int, channels: int, patch_size: int, width: int, feat: int = 16) -> None:
         super().__init__()
-        self.patch_size, self.feat = patch_size, feat
+        self.patch_size = patch_size
         self.to_feat = nn.Linear(dim, feat * patch_size**2)
         self.conv_in = nn.Conv2d(feat + 2 * channels, width, 3, padding=1)
         self.time = nn.Linear(dim, width)
