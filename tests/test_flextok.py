@@ -408,3 +408,25 @@ def test_code_prior_starts_as_the_identity_learns_by_its_own_loss_and_reaches_th
     torch.testing.assert_close(load_module(tmp_path / "t").decode(ids), tok.decode(ids))
     with pytest.raises(ValueError, match="prior_mlp"):
         small(prior_mlp=-1)
+
+
+def test_prior_nested_averages_the_prior_loss_over_every_power_of_two_prefix():
+    tok = small(prior_mlp=16, prior_nested=True, null_prob=0.0).train()
+    torch.nn.init.normal_(tok.prior[4].weight, std=0.1)
+    assert tok.prefix_sizes() == [1, 2, 4, 8]
+    x = blobs(3)
+    torch.manual_seed(0)
+    _, logs = tok.loss(x)
+    grid = tok._to_grid(x)
+    codes, _ = tok._encode(grid)
+    target = tok._patchify(grid).float()
+    slots = torch.arange(8)
+    per_k = [torch.nn.functional.mse_loss(tok._code_prior(codes, (slots < k).expand(3, 8)), target) for k in (1, 2, 4, 8)]
+    torch.testing.assert_close(logs["prior_loss"], torch.stack(per_k).mean())
+    assert len({round(float(v.detach()), 6) for v in per_k}) == 4  # each prefix is a different readout
+    # the first code gets gradient from the prior even where the drawn budget kept every token
+    every = torch.ones(3, 8, dtype=torch.bool)
+    tok._prior_loss(codes, every, tok._code_prior(codes, every), target).backward()
+    assert tok.to_code.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="prior_nested"):
+        small(prior_nested=True)

@@ -118,6 +118,8 @@ class FlexTokConfig:
     # input, so a fine-tune starts as the decoder it extends). A direct readout of the codes draws small shapes the flow
     # loss alone leaves unsure (bench/RESULTS.md, FlexTok); 0 = off
     prior_weight: float = 1.0
+    prior_nested: bool = False  # the prior's MSE on every power-of-two prefix of each sample at once (Matryoshka): the
+    # first tokens get a training signal from every image instead of from the share that nested dropout cuts to them
     flow_steps: int = 25  # Euler steps of decode()
     cfg_scale: float = 1.0  # decoder guidance of decode() (1 = off)
     decode_seed: int = 0  # decode() starts from this seeded noise, so it is deterministic
@@ -150,6 +152,8 @@ class FlexTokTokenizer(FlexTokObjective, ImageTokenizer):
                              f"{cfg.time_shift}, {cfg.fsq_dropout}, {cfg.pure_noise_prob}")
         if cfg.detail_weight < 0:
             raise ValueError(f"detail_weight must be >= 0, got {cfg.detail_weight}")
+        if cfg.prior_nested and not cfg.prior_mlp:
+            raise ValueError("prior_nested needs a code prior (prior_mlp > 0)")
         if not 0.0 <= cfg.keep_all_prob < 1.0 or min(cfg.conv_head, cfg.code_mlp, cfg.prior_mlp, cfg.prior_weight) < 0:
             raise ValueError(f"need keep_all_prob in [0, 1) and conv_head, code_mlp, prior_mlp, prior_weight >= 0, got "
                              f"{cfg.keep_all_prob}, {cfg.conv_head}, {cfg.code_mlp}, {cfg.prior_mlp}, {cfg.prior_weight}")

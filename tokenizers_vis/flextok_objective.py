@@ -75,11 +75,26 @@ class FlexTokObjective:
         pred = self.coarse_head((codes.float() * keep[..., None]).flatten(1))
         return F.mse_loss(pred, F.adaptive_avg_pool2d(grid.float(), s).flatten(1))
 
+    def prefix_sizes(self) -> list[int]:
+        """The powers of two up to ``K``, and ``K``: FlexTok's nested-dropout budgets."""
+        K = self.num_registers
+        return sorted({2**i for i in range(K.bit_length()) if 2**i <= K} | {K})
+
+    def _prior_loss(self, codes: torch.Tensor, keep: torch.Tensor, prior: torch.Tensor | None, target: torch.Tensor) -> torch.Tensor:
+        """The code prior's MSE at the sampled prefixes, or (``prior_nested``) averaged over every power-of-two prefix."""
+        if prior is None:
+            return torch.zeros((), device=target.device)
+        if not self.config.prior_nested:
+            return F.mse_loss(prior.float(), target)
+        slots = torch.arange(self.num_registers, device=codes.device)
+        return torch.stack([F.mse_loss(self._code_prior(codes, (slots < k).expand_as(keep)).float(), target)
+                            for k in self.prefix_sizes()]).mean()
+
     def sample_keep(self, batch: int, device: torch.device | str) -> torch.Tensor:
         """Nested dropout: tokens kept per sample, ``(B,)`` in ``1..K`` (0 with probability ``null_prob``)."""
         K = self.num_registers
         if self.config.keep_k == "pow2":
-            sizes = sorted({2**i for i in range(K.bit_length()) if 2**i <= K} | {K})
+            sizes = self.prefix_sizes()
             k = torch.tensor(sizes, device=device)[torch.randint(len(sizes), (batch,), device=device)]
         else:
             k = torch.randint(1, K + 1, (batch,), device=device)
@@ -111,7 +126,7 @@ class FlexTokObjective:
         k = self.sample_keep(B, dev)
         keep = torch.arange(K, device=dev) < k[:, None]
         regs, summary, prior = self._registers_in(codes, keep), self._code_summary(codes, keep), self._code_prior(codes, keep)
-        prior_loss = torch.zeros((), device=dev) if prior is None else F.mse_loss(prior.float(), target)
+        prior_loss = self._prior_loss(codes, keep, prior, target)
         t = self.sample_t(B, dev)
         x_t, v = interpolate(target, torch.randn_like(target), t[:, None, None])
         repa = self.config.repa_weight > 0
