@@ -59,6 +59,7 @@ from .base import ImageTokenizer
 from .flextok_heads import ConvHead
 from .flextok_objective import T_MIN, FlexTokObjective
 from .fsq import FSQ, check_levels
+from .patches import patchify, unpatchify
 
 __all__ = ["FlexTokConfig", "FlexTokTokenizer"]
 
@@ -292,12 +293,10 @@ class FlexTokTokenizer(FlexTokObjective, ImageTokenizer):
         return ae._decode_latent(x)  # VQ: continuous code vectors straight into its decoder
 
     def _patchify(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.config.patch_size
-        return rearrange(x, "b c (h p) (w q) -> b (h w) (p q c)", p=p, q=p)
+        return patchify(x, self.config.patch_size)
 
     def _unpatchify(self, x: torch.Tensor) -> torch.Tensor:
-        p, g = self.config.patch_size, self.config.grid_size // self.config.patch_size
-        return rearrange(x, "b (h w) (p q c) -> b c (h p) (w q)", h=g, w=g, p=p, q=p)
+        return unpatchify(x, self.config.patch_size, self.config.grid_size // self.config.patch_size)
 
     # ----- encoder
     def _encode(self, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
+
+from .patches import unpatchify
 
 __all__ = ["ConvHead"]
 
@@ -30,6 +31,6 @@ class ConvHead(nn.Module):
     def forward(self, h: torch.Tensor, x_t: torch.Tensor, out: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         """Patch states ``(B, n, dim)``, noisy and output grids ``(B, C, H, W)``, time embedding ``(B, dim)`` -> a grid residual."""
         p, g = self.patch_size, x_t.shape[-1] // self.patch_size
-        f = rearrange(self.to_feat(h), "b (h w) (p q c) -> b c (h p) (w q)", h=g, w=g, p=p, q=p)
+        f = unpatchify(self.to_feat(h), p, g)
         y = F.silu(self.conv_in(torch.cat([f, x_t, out], 1)) + self.time(temb)[:, :, None, None])
         return self.conv_out(F.silu(self.conv_mid(y)))

@@ -11,13 +11,13 @@ RGB and the mask logits, so box, mask and pixels are all decoded from the one to
 from __future__ import annotations
 
 import torch
-from einops import rearrange
 from torch import nn
 
 from mmgen.nn.masks import Full
 from mmgen.nn.transformer import Transformer, TransformerConfig
 
 from .fsq import FSQ
+from .patches import patchify, unpatchify
 
 __all__ = ["SeqAE"]
 
@@ -64,7 +64,7 @@ class SeqAE(nn.Module):
     def encode(self, boxes: torch.Tensor, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``boxes (S, 4)`` in [0, 1], ``crops (S, 4, R, R)`` (RGB * mask, mask) -> ``(codes (S, d), ids (S,))``."""
         p = self.patch_size
-        patches = self.patch_in(rearrange(crops, "s c (h p) (w q) -> s (h w) (p q c)", p=p, q=p))
+        patches = self.patch_in(patchify(crops, p))
         special = torch.stack([self.box_in(boxes), self.query.expand(boxes.shape[0], -1)], 1)
         x = torch.cat([special, patches], 1) + self.enc_slots
         h = self.enc(x, self.enc_pos, Full())
@@ -75,5 +75,5 @@ class SeqAE(nn.Module):
         x = self.dec_slots.expand(codes.shape[0], -1, -1).clone()
         x[:, 0] = x[:, 0] + self.code_in(codes.to(x.dtype))
         h = self.dec(x, self.dec_pos, Full())
-        out = rearrange(self.patch_out(h[:, 2:]), "s (h w) (p q c) -> s c (h p) (w q)", h=self.grid, p=self.patch_size, q=self.patch_size)
+        out = unpatchify(self.patch_out(h[:, 2:]), self.patch_size, self.grid)
         return torch.sigmoid(self.box_out(h[:, 1]).float()), out[:, :3].float(), out[:, 3:].float()
