@@ -31,7 +31,8 @@ loss); ``time_shift`` (SD3) moves training noise levels up; ``fsq_dropout`` is t
 ``drop_quant_p``; ``detail_weight`` weights the flow loss toward patches with detail (edges, corners);
 ``prior_mlp`` adds a code prior: an MLP redraws the grid from all kept codes at once (its own MSE) and the decoder
 reads that redraw beside the noisy patches (on ``shapes`` a direct readout of the codes keeps small shapes that
-the flow loss alone leaves unsure). ``keep_all_prob``, ``conv_head``, ``code_mlp`` and ``repa_target="ids"`` are
+the flow loss alone leaves unsure); ``prior_nested`` trains that prior on every power-of-two prefix at once, so the
+first tokens learn from every image. ``keep_all_prob``, ``conv_head``, ``code_mlp`` and ``repa_target="ids"`` are
 measured ablations (bench/RESULTS.md, FlexTok).
 
 Usage: ``tok.encode(img, k=8)`` gives 8 tokens, ``tok.decode(tokens.prefix(k))`` works for every
