@@ -426,7 +426,7 @@ def test_prior_nested_averages_the_prior_loss_over_every_power_of_two_prefix():
     assert len({round(float(v.detach()), 6) for v in per_k}) == 4  # each prefix is a different readout
     # the first code gets gradient from the prior even where the drawn budget kept every token
     every = torch.ones(3, 8, dtype=torch.bool)
-    tok._prior_loss(codes, every, tok._code_prior(codes, every), target).backward()
+    tok._prior_loss(codes, tok._code_prior(codes, every), target).backward()
     assert tok.to_code.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="prior_nested"):
         small(prior_nested=True)

@@ -80,14 +80,14 @@ class FlexTokObjective:
         K = self.num_registers
         return sorted({2**i for i in range(K.bit_length()) if 2**i <= K} | {K})
 
-    def _prior_loss(self, codes: torch.Tensor, keep: torch.Tensor, prior: torch.Tensor | None, target: torch.Tensor) -> torch.Tensor:
+    def _prior_loss(self, codes: torch.Tensor, prior: torch.Tensor | None, target: torch.Tensor) -> torch.Tensor:
         """The code prior's MSE at the sampled prefixes, or (``prior_nested``) averaged over every power-of-two prefix."""
         if prior is None:
             return torch.zeros((), device=target.device)
         if not self.config.prior_nested:
             return F.mse_loss(prior.float(), target)
         slots = torch.arange(self.num_registers, device=codes.device)
-        return torch.stack([F.mse_loss(self._code_prior(codes, (slots < k).expand_as(keep)).float(), target)
+        return torch.stack([F.mse_loss(self._code_prior(codes, (slots < k).expand(codes.shape[0], -1)).float(), target)
                             for k in self.prefix_sizes()]).mean()
 
     def sample_keep(self, batch: int, device: torch.device | str) -> torch.Tensor:
@@ -126,7 +126,7 @@ class FlexTokObjective:
         k = self.sample_keep(B, dev)
         keep = torch.arange(K, device=dev) < k[:, None]
         regs, summary, prior = self._registers_in(codes, keep), self._code_summary(codes, keep), self._code_prior(codes, keep)
-        prior_loss = self._prior_loss(codes, keep, prior, target)
+        prior_loss = self._prior_loss(codes, prior, target)
         t = self.sample_t(B, dev)
         x_t, v = interpolate(target, torch.randn_like(target), t[:, None, None])
         repa = self.config.repa_weight > 0
