@@ -26,7 +26,7 @@ FLOORS = {
     "shapes-var": ("t2i", 0.9, N),
     "shapes-xar": ("t2i", 0.9, 20),  # 64 entities x 10 flow passes per image: ~10x the others' cost, so fewer prompts
     "shapes-subobject": ("t2i", 0.9, N),
-    "shapes-flextok": ("t2i", 0.8, N),  # 0.927 on 300 fresh prompts; 0.8 is over 3 sigma (0.037 at n = 50) below
+    "shapes-flextok": ("t2i", 0.9, N),
     "shapes-video-nbp": ("t2v", 0.9, N),
     "shapes-video-raster": ("t2v", 0.9, N),
     "shapes-unified": ("t2v", 0.9, N),
