@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 
 from mmgen.modeling import load_module
+from mmgen.models.widen import widen_generator
 from mmgen.tokenizers_vis.flextok import FlexTokTokenizer
-from mmgen.tokenizers_vis.flextok_widen import widen_fsq, widen_generator
+from mmgen.tokenizers_vis.flextok_widen import widen_fsq
 
 
 def _flextok(path: str) -> FlexTokTokenizer:

@@ -4,7 +4,8 @@ import torch
 
 import mmgen
 from mmgen.modeling import load_module
-from mmgen.tokenizers_vis.flextok_widen import widen_fsq, widen_generator, widen_id_map
+from mmgen.models.widen import widen_generator
+from mmgen.tokenizers_vis.flextok_widen import widen_fsq, widen_id_map
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 

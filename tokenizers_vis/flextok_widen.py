@@ -9,10 +9,7 @@ channels, so the widened tokenizer decodes every id exactly as the old one decod
 encoder's new readout rows start at the scale of the old ones, so the new channels take varied values and
 their readers get a gradient from the first step of the fine-tune that teaches them something.
 
-``widen_generator`` grows a generator trained on the old ids to the widened codebook: every vocabulary
-table (input embedding, output head) gives each new id the row of the old id it decodes like, so the
-widened generator's samples decode exactly as before (the new digits start uniform) and its fine-tune on
-the new ids starts from the old model rather than from a fresh embedding and head.
+``mmgen.models.widen.widen_generator`` grows a generator trained on the old ids to the widened codebook.
 """
 from __future__ import annotations
 
@@ -27,7 +24,7 @@ from mmgen.config import from_dict, to_dict
 from .flextok import FlexTokTokenizer
 from .fsq import check_levels
 
-__all__ = ["widen_fsq", "widen_generator", "widen_id_map"]
+__all__ = ["widen_fsq", "widen_id_map"]
 
 
 def widen_id_map(old_size: int, new_size: int) -> torch.Tensor:
@@ -79,24 +76,3 @@ def widen_fsq(tok: FlexTokTokenizer, extra_levels: Sequence[int], seed: int = 0)
         raise AssertionError("widened codebook size mismatch")  # pragma: no cover - guards the id layout above
     return new.to(next(tok.parameters()).dtype)
 
-
-@torch.no_grad()
-def widen_generator(gen: nn.Module, tokenizer: nn.Module) -> nn.Module:
-    """A copy of ``gen`` for ``tokenizer``'s widened codebook (a multiple of ``gen``'s vocabulary; see above)."""
-    from mmgen.models.base import tokenizer_overrides
-
-    old_size = gen.config.vocab_size
-    id_map = widen_id_map(old_size, tokenizer.vocab_size)
-    cfg = from_dict(type(gen.config), {**to_dict(gen.config), **tokenizer_overrides(tokenizer)})
-    new = type(gen)(cfg)
-    want = new.state_dict()
-    state = {}
-    for key, value in gen.state_dict().items():
-        if value.shape != want[key].shape:
-            if value.shape[0] != old_size or want[key].shape != (len(id_map), *value.shape[1:]):
-                raise ValueError(f"{key}: {tuple(value.shape)} -> {tuple(want[key].shape)} is not a vocabulary table; "
-                                 f"only the layout's vocabulary may change when widening")
-            value = value[id_map]
-        state[key] = value
-    new.load_state_dict(state)
-    return new.to(next(gen.parameters()).dtype).bind_tokenizer(tokenizer)
