@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmgen.config import from_dict, to_dict
+from mmgen.config import apply_overrides
 from mmgen.models.base import tokenizer_overrides
 from mmgen.tokenizers_vis.flextok_widen import widen_id_map
 
@@ -21,8 +21,7 @@ def widen_generator(gen: nn.Module, tokenizer: nn.Module) -> nn.Module:
     """A copy of ``gen`` for ``tokenizer``'s widened codebook (a multiple of ``gen``'s vocabulary; see above)."""
     old_size = gen.config.vocab_size
     id_map = widen_id_map(old_size, tokenizer.vocab_size)
-    cfg = from_dict(type(gen.config), {**to_dict(gen.config), **tokenizer_overrides(tokenizer)})
-    new = type(gen)(cfg)
+    new = type(gen)(apply_overrides(gen.config, tokenizer_overrides(tokenizer)))
     want = new.state_dict()
     state = {}
     for key, value in gen.state_dict().items():

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import torch
 
-from mmgen.config import from_dict, to_dict
+from mmgen.config import apply_overrides
 
 from .flextok import FlexTokTokenizer
 from .fsq import check_levels
@@ -43,10 +43,8 @@ def _zero_new_channels(w: torch.Tensor, slots: int, d_old: int, d_extra: int, ke
 def widen_fsq(tok: FlexTokTokenizer, extra_levels: Sequence[int], seed: int = 0) -> FlexTokTokenizer:
     """A copy of ``tok`` with FSQ channels of ``extra_levels`` appended (see the module docstring)."""
     extra = check_levels(extra_levels)
-    cfg = from_dict(type(tok.config), to_dict(tok.config))
-    d_old, K = len(cfg.levels), cfg.num_registers
-    cfg.levels = [*cfg.levels, *extra]
-    new = FlexTokTokenizer(cfg)
+    d_old, K = len(tok.config.levels), tok.config.num_registers
+    new = FlexTokTokenizer(apply_overrides(tok.config, {"levels": [*tok.config.levels, *extra]}))
     state = {k: v.clone() for k, v in tok.state_dict().items()}
     # encoder readout: old rows kept, new rows drawn at the old rows' scale
     g = torch.Generator().manual_seed(seed)
