@@ -140,17 +140,20 @@ def axis_check(tok, n: int = 128, world_seed: int = 1, shift: int = 4) -> dict[s
 
 
 def decoder_sweep(tok, n: int, ks: tuple[int, ...], steps: list[int], cfgs: list[float], seeds: list[int],
-                  world_seed: int) -> list[dict]:
-    """Inference-only knobs of a shapes FlexTok: flow steps, decoder CFG, the start-noise seed (one at a time
-    around the tokenizer's own settings); judge and PSNR vs k for each."""
-    base = {"steps": tok.config.flow_steps, "cfg_scale": tok.config.cfg_scale, "seed": tok.config.decode_seed}
+                  world_seed: int, noise_scales: tuple[float, ...] = (), world: str = "shapes") -> list[dict]:
+    """Inference-only knobs of a shapes FlexTok: flow steps, decoder CFG, the start-noise seed and scale (one at a
+    time around the tokenizer's own settings); judge (whole, colour) and PSNR vs k for each."""
+    cf = tok.config
+    base = {"steps": cf.flow_steps, "cfg_scale": cf.cfg_scale, "seed": cf.decode_seed, "noise_scale": cf.decode_noise_scale}
     variants = [base] + [{**base, "steps": s} for s in steps if s != base["steps"]] \
-        + [{**base, "cfg_scale": c} for c in cfgs if c != base["cfg_scale"]] + [{**base, "seed": s} for s in seeds if s != base["seed"]]
+        + [{**base, "cfg_scale": c} for c in cfgs if c != base["cfg_scale"]] + [{**base, "seed": s} for s in seeds if s != base["seed"]] \
+        + [{**base, "noise_scale": s} for s in noise_scales if s != base["noise_scale"]]
     rows = []
     for v in variants:
-        r = recon_vs_k(tok, "shapes", n, ks, world_seed=world_seed, **v)
+        r = recon_vs_k(tok, world, n, ks, world_seed=world_seed, **v)
         rows.append({"decode": v, **r})
         print(f"{v}: judge " + " ".join(f"{r['judge_whole'][k]:.3f}" for k in ks)
+              + " | colour " + " ".join(f"{r['judge_attributes']['color'][k]:.3f}" for k in ks)
               + " | PSNR " + " ".join(f"{r['psnr_db'][k]:.2f}" for k in ks), flush=True)
     return rows
 
@@ -230,6 +233,8 @@ def main() -> None:
     ap.add_argument("--steps", default="10,25,50")
     ap.add_argument("--cfgs", default="1.0,1.5,3.0")
     ap.add_argument("--decode-seeds", default="0,1,2")
+    ap.add_argument("--noise-scales", default="", help="--sweep: start-noise scales of the decode, e.g. 1.0,0.5,0.3,0")
+    ap.add_argument("--sweep-world", default="shapes", help="--sweep: the scenes, e.g. shapes:objects=1")
     args = ap.parse_args()
     torch.manual_seed(0)
     from mmgen.eval.recon import load_tokenizer
@@ -263,8 +268,11 @@ def main() -> None:
             print("\n".join(f"{k}: {v}" for k, v in r.items() if k not in ("tokenizer", "n")))
         if args.sweep and world == "shapes":
             nums = lambda s, f: [f(v) for v in s.split(",")]  # noqa: E731
-            out["decoder_sweep"] = {"tokenizer": path, "n": args.n, "world_seed": args.world_seed, "rows": decoder_sweep(
-                tok, args.n, ks_ok, nums(args.steps, int), nums(args.cfgs, float), nums(args.decode_seeds, int), args.world_seed)}
+            out["decoder_sweep"] = {"tokenizer": path, "n": args.n, "world": args.sweep_world, "world_seed": args.world_seed,
+                                    "rows": decoder_sweep(tok, args.n, ks_ok, nums(args.steps, int), nums(args.cfgs, float),
+                                                          nums(args.decode_seeds, int), args.world_seed,
+                                                          tuple(nums(args.noise_scales, float)) if args.noise_scales else (),
+                                                          args.sweep_world)}
         if (args.probe or args.sweep or args.axes or args.shape_confusion) and world == "shapes":
             continue
         res = recon_vs_k(tok, world, args.n, ks_ok, world_seed=args.world_seed if world == "shapes" else 0)

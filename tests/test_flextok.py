@@ -78,6 +78,22 @@ def test_decode_works_for_every_k_and_is_deterministic():
     assert tok.decode(t, steps=3, cfg_scale=3.0).shape == (2, 3, 32, 32)
 
 
+def test_decode_noise_scale_shrinks_the_start_noise_and_zero_ignores_the_seed():
+    tok = small(flow_steps=1).eval()  # one Euler step: x = noise - v(noise), so the noise scale is visible
+    t = tok.encode(blobs(2))
+    zero = tok.decode(t, noise_scale=0.0)
+    assert torch.equal(zero, tok.decode(t, noise_scale=0.0, seed=7)), "no start noise: the seed has nothing to draw"
+    assert not torch.equal(tok.decode(t, noise_scale=0.5), tok.decode(t))
+    assert torch.equal(tok.decode(t, noise_scale=1.0), tok.decode(t)), "1 is the default: the plain flow sample"
+    low = small(flow_steps=1, decode_noise_scale=0.0)
+    low.load_state_dict(tok.state_dict())
+    assert torch.equal(low.eval().decode(t), zero), "the config's decode_noise_scale is decode()'s default"
+    with pytest.raises(ValueError, match="noise_scale"):
+        tok.decode(t, noise_scale=-0.1)
+    with pytest.raises(ValueError, match="decode_noise_scale"):
+        small(decode_noise_scale=-1.0)
+
+
 def test_bad_k_and_bad_ids_are_clear_errors():
     tok = small().eval()
     x = blobs(1)

@@ -125,6 +125,9 @@ class FlexTokConfig:
     flow_steps: int = 25  # Euler steps of decode()
     cfg_scale: float = 1.0  # decoder guidance of decode() (1 = off)
     decode_seed: int = 0  # decode() starts from this seeded noise, so it is deterministic
+    decode_noise_scale: float = 1.0  # decode()'s start noise times this (the temperature of Glow-style flows): the flow
+    # draws from p(image | tokens), so where a short prefix leaves colour or shape unsure a draw lands on a less likely
+    # one; below 1 the decode moves toward the likeliest image (bench/RESULTS.md, FlexTok, "start-noise scale")
 
 
 def _grid_positions(g: int) -> torch.Tensor:
@@ -169,8 +172,9 @@ class FlexTokTokenizer(FlexTokObjective, ImageTokenizer):
         if cfg.coarse_weight < 0 or cfg.coarse_size < 1 or cfg.grid_size % cfg.coarse_size:
             raise ValueError(f"need coarse_weight >= 0 and coarse_size dividing grid_size={cfg.grid_size}, got "
                              f"{cfg.coarse_weight}, {cfg.coarse_size}")
-        if cfg.flow_steps < 1 or cfg.cfg_scale < 0:
-            raise ValueError(f"need flow_steps >= 1 and cfg_scale >= 0, got {cfg.flow_steps}, {cfg.cfg_scale}")
+        if cfg.flow_steps < 1 or cfg.cfg_scale < 0 or cfg.decode_noise_scale < 0:
+            raise ValueError(f"need flow_steps >= 1, cfg_scale >= 0 and decode_noise_scale >= 0, got {cfg.flow_steps}, "
+                             f"{cfg.cfg_scale}, {cfg.decode_noise_scale}")
         K, g, pd = cfg.num_registers, cfg.grid_size // cfg.patch_size, cfg.in_channels * cfg.patch_size**2
         cfg.decoder.adaln_dim = cfg.decoder.dim  # the noise level modulates every decoder block
         self.fsq = FSQ(cfg.levels)
@@ -391,19 +395,21 @@ class FlexTokTokenizer(FlexTokObjective, ImageTokenizer):
 
     @torch.no_grad()
     def decode(self, tokens: Tokens | torch.Tensor, steps: int | None = None, cfg_scale: float | None = None,
-               seed: int | None = None) -> torch.Tensor:
+               seed: int | None = None, noise_scale: float | None = None) -> torch.Tensor:
         """Any prefix of 1..K tokens -> pixels ``(B, 3, H, W)`` in ``[-1, 1]``.
 
         Args:
             steps: Euler steps (default ``config.flow_steps``).
             cfg_scale: decoder guidance against the all-masked input (default ``config.cfg_scale``).
             seed: seed of the start noise (default ``config.decode_seed``): decoding is deterministic.
+            noise_scale: the start noise times this (default ``config.decode_noise_scale``); 0 ignores ``seed``.
         """
         ids = self.check_ids(tokens)
         steps = self.config.flow_steps if steps is None else steps
         scale = self.config.cfg_scale if cfg_scale is None else cfg_scale
-        if steps < 1 or scale < 0:
-            raise ValueError(f"need steps >= 1 and cfg_scale >= 0, got {steps}, {scale}")
+        noise_scale = self.config.decode_noise_scale if noise_scale is None else noise_scale
+        if steps < 1 or scale < 0 or noise_scale < 0:
+            raise ValueError(f"need steps >= 1, cfg_scale >= 0 and noise_scale >= 0, got {steps}, {scale}, {noise_scale}")
         (B, k), K, dev = ids.shape, self.num_registers, ids.device
         codes = F.pad(self.fsq.ids_to_codes(ids), (0, 0, 0, K - k))
         keep = (torch.arange(K, device=dev) < k).expand(B, K)
@@ -423,7 +429,7 @@ class FlexTokTokenizer(FlexTokObjective, ImageTokenizer):
 
         rng = torch.Generator(device=dev).manual_seed(self.config.decode_seed if seed is None else seed)
         pd = self.config.in_channels * self.config.patch_size**2
-        noise = torch.randn((B, self.num_patches, pd), generator=rng, device=dev)
+        noise = torch.randn((B, self.num_patches, pd), generator=rng, device=dev) * noise_scale
         x = solve_flow(velocity, noise, steps, "euler")
         return self._from_grid(self._unpatchify(x)).float().clamp(-1, 1)
 
