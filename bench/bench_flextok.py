@@ -240,6 +240,8 @@ def main() -> None:
     from mmgen.eval.recon import load_tokenizer
 
     ks = tuple(int(k) for k in args.ks.split(","))
+    if not args.sweep_world.startswith("shapes"):
+        ap.error(f"--sweep-world must be a shapes world (the judge reads its captions), got {args.sweep_world!r}")
     if bad := sorted(set(args.probe_attrs.split(",")) - set(PROBE_ATTRS)):
         ap.error(f"--probe-attrs: unknown {bad}; choose from {','.join(PROBE_ATTRS)}")
     out: dict = {"ks": list(ks)}
