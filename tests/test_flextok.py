@@ -43,6 +43,13 @@ def test_nested_dropout_masks_only_the_tail():
     assert abs(float((ks == 0).float().mean()) - tok.config.null_prob) < 0.03
     ks = small(keep_k="pow2").sample_keep(2000, "cpu")
     assert set(ks.tolist()) <= {0, 1, 2, 4, 8}
+    ks = small(keep_k="pow2", keep_weights=[3, 1, 0, 0]).sample_keep(4000, "cpu")
+    assert set(ks.tolist()) == {0, 1, 2}, "a prefix size of weight 0 is never drawn"
+    assert abs(float((ks == 1).float().mean()) / float((ks == 2).float().mean()) - 3) < 0.5
+    for bad in (dict(keep_weights=[1, 1, 1, 1]), dict(keep_k="pow2", keep_weights=[1, 1]),
+                dict(keep_k="pow2", keep_weights=[0, 0, 0, 0]), dict(keep_k="pow2", keep_weights=[1, -1, 1, 1])):
+        with pytest.raises(ValueError, match="keep_weights"):
+            small(**bad)
 
 
 def test_registers_are_causal_and_prefixes_are_consistent():

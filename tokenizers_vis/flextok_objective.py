@@ -75,10 +75,13 @@ class FlexTokObjective:
         pred = self.coarse_head((codes.float() * keep[..., None]).flatten(1))
         return F.mse_loss(pred, F.adaptive_avg_pool2d(grid.float(), s).flatten(1))
 
-    def prefix_sizes(self) -> list[int]:
+    @staticmethod
+    def prefix_sizes_of(K: int) -> list[int]:
         """The powers of two up to ``K``, and ``K``: FlexTok's nested-dropout budgets."""
-        K = self.num_registers
         return sorted({2**i for i in range(K.bit_length()) if 2**i <= K} | {K})
+
+    def prefix_sizes(self) -> list[int]:
+        return self.prefix_sizes_of(self.num_registers)
 
     def _prior_loss(self, codes: torch.Tensor, prior: torch.Tensor | None, target: torch.Tensor) -> torch.Tensor:
         """The code prior's MSE at the sampled prefixes, or (``prior_nested``) averaged over every power-of-two prefix."""
@@ -94,8 +97,10 @@ class FlexTokObjective:
         """Nested dropout: tokens kept per sample, ``(B,)`` in ``1..K`` (0 with probability ``null_prob``)."""
         K = self.num_registers
         if self.config.keep_k == "pow2":
-            sizes = self.prefix_sizes()
-            k = torch.tensor(sizes, device=device)[torch.randint(len(sizes), (batch,), device=device)]
+            sizes, w = self.prefix_sizes(), self.config.keep_weights
+            pick = torch.multinomial(torch.tensor(w, dtype=torch.float, device=device), batch, replacement=True) if w \
+                else torch.randint(len(sizes), (batch,), device=device)
+            k = torch.tensor(sizes, device=device)[pick]
         else:
             k = torch.randint(1, K + 1, (batch,), device=device)
         if self.config.keep_all_prob > 0:
