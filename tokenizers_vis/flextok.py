@@ -161,10 +161,10 @@ class FlexTokTokenizer(FlexTokObjective, ImageTokenizer):
             raise ValueError(f"detail_weight must be >= 0, got {cfg.detail_weight}")
         if cfg.prior_nested and not cfg.prior_mlp:
             raise ValueError("prior_nested needs a code prior (prior_mlp > 0)")
-        if cfg.keep_weights and (cfg.keep_k != "pow2" or len(cfg.keep_weights) != len(self.prefix_sizes_of(cfg.num_registers))
+        if cfg.keep_weights and (cfg.keep_k != "pow2" or len(cfg.keep_weights) != len(self.prefix_sizes())
                                  or min(cfg.keep_weights) < 0 or sum(cfg.keep_weights) <= 0):
-            raise ValueError(f"keep_weights needs keep_k='pow2' and one weight >= 0 per prefix size "
-                             f"{self.prefix_sizes_of(cfg.num_registers)} (not all 0), got {cfg.keep_k!r}, {list(cfg.keep_weights)}")
+            raise ValueError(f"keep_weights needs keep_k='pow2' and one weight >= 0 per prefix size {self.prefix_sizes()} "
+                             f"(not all 0), got {cfg.keep_k!r}, {list(cfg.keep_weights)}")
         if not 0.0 <= cfg.keep_all_prob < 1.0 or min(cfg.conv_head, cfg.code_mlp, cfg.prior_mlp, cfg.prior_weight) < 0:
             raise ValueError(f"need keep_all_prob in [0, 1) and conv_head, code_mlp, prior_mlp, prior_weight >= 0, got "
                              f"{cfg.keep_all_prob}, {cfg.conv_head}, {cfg.code_mlp}, {cfg.prior_mlp}, {cfg.prior_weight}")

@@ -75,13 +75,10 @@ class FlexTokObjective:
         pred = self.coarse_head((codes.float() * keep[..., None]).flatten(1))
         return F.mse_loss(pred, F.adaptive_avg_pool2d(grid.float(), s).flatten(1))
 
-    @staticmethod
-    def prefix_sizes_of(K: int) -> list[int]:
-        """The powers of two up to ``K``, and ``K``: FlexTok's nested-dropout budgets."""
-        return sorted({2**i for i in range(K.bit_length()) if 2**i <= K} | {K})
-
     def prefix_sizes(self) -> list[int]:
-        return self.prefix_sizes_of(self.num_registers)
+        """The powers of two up to ``K``, and ``K``: FlexTok's nested-dropout budgets."""
+        K = self.num_registers
+        return sorted({2**i for i in range(K.bit_length()) if 2**i <= K} | {K})
 
     def _prior_loss(self, codes: torch.Tensor, prior: torch.Tensor | None, target: torch.Tensor) -> torch.Tensor:
         """The code prior's MSE at the sampled prefixes, or (``prior_nested``) averaged over every power-of-two prefix."""
