@@ -129,7 +129,7 @@ class FlexTokConfig:
     decode_seed: int = 0  # decode() starts from this seeded noise, so it is deterministic
     decode_noise_scale: float = 1.0  # decode()'s start noise times this (the temperature of Glow-style flows): the flow
     # draws from p(image | tokens), so where a short prefix leaves colour or shape unsure a draw lands on a less likely
-    # one; below 1 the decode moves toward the likeliest image (bench/RESULTS.md, FlexTok, "start-noise scale")
+    # one; below 1 the decode moves toward the likeliest image (bench/RESULTS.md, "a cooler decode")
 
 
 def _grid_positions(g: int) -> torch.Tensor:
