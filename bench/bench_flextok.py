@@ -139,6 +139,36 @@ def axis_check(tok, n: int = 128, world_seed: int = 1, shift: int = 4) -> dict[s
     return out
 
 
+@torch.no_grad()
+def first_token_colour(tok, n_train: int, n: int = 256, world_seed: int = 1) -> dict[str, float]:
+    """How much of the colour that the first token holds does the decoder draw? Every one-object training scene of
+    ``n_train`` (world seed 0) is encoded and each first id gets the colour it holds most often; on ``n`` one-object
+    test scenes that lookup (the ceiling of any decoder reading one id) is set beside the judged colour of the decode
+    from that id alone. ``seen``: test ids that occur among the training scenes; ``purity``: the lookup on its own scenes."""
+    from collections import Counter, defaultdict
+
+    from mmgen.data import build_dataset
+    from mmgen.data.shapes import parse_caption
+    from mmgen.eval.judge import detect
+
+    def first_ids(ds, count):
+        items = [ds[i] for i in range(count)]
+        ids = torch.cat([tok.encode(torch.stack([it["pixels"] for it in items[s : s + 256]])).ids[:, :1]
+                         for s in range(0, count, 256)])
+        return ids, [parse_caption(it["caption"])[0].color for it in items]
+
+    ids, colours = first_ids(build_dataset("shapes:objects=1", size=tok.image_size, seed=0, split="train"), n_train)
+    table: dict[int, Counter] = defaultdict(Counter)
+    for i, c in zip(ids[:, 0].tolist(), colours):
+        table[i][c] += 1
+    ids, colours = first_ids(build_dataset("shapes:objects=1", size=tok.image_size, seed=world_seed, split="test"), n)
+    drawn = [max(d, key=lambda o: o.area).color if (d := detect(img)) else "none" for img in tok.decode(ids)]
+    lookup = [table[i].most_common(1)[0][0] if i in table else None for i in ids[:, 0].tolist()]
+    return {"distinct_first_ids": len(table), "purity": sum(max(c.values()) for c in table.values()) / n_train,
+            "seen": sum(v is not None for v in lookup) / n, "lookup": sum(a == c for a, c in zip(lookup, colours)) / n,
+            "decode": sum(a == c for a, c in zip(drawn, colours)) / n}
+
+
 def decoder_sweep(tok, n: int, ks: tuple[int, ...], steps: list[int], cfgs: list[float], seeds: list[int],
                   world_seed: int, noise_scales: tuple[float, ...] = (), world: str = "shapes") -> list[dict]:
     """Inference-only knobs of a shapes FlexTok: flow steps, decoder CFG, the start-noise seed and scale (one at a
@@ -229,6 +259,8 @@ def main() -> None:
     ap.add_argument("--probe", type=int, default=0, help="--flextok only: MLP probe of the codes on this many one-object images")
     ap.add_argument("--probe-attrs", default=",".join(PROBE_ATTRS), help="--probe: the attributes to probe")
     ap.add_argument("--shape-confusion", type=int, default=0, help="--flextok only: what shapes the decodes of this many one-object scenes draw")
+    ap.add_argument("--first-token", type=int, default=0,
+                    help="--flextok only: colour at k = 1, decode vs a lookup of the first id over this many training scenes")
     ap.add_argument("--axes", action="store_true", help="--flextok only: does it keep the row and the column (axis_check)")
     ap.add_argument("--steps", default="10,25,50")
     ap.add_argument("--cfgs", default="1.0,1.5,3.0")
@@ -261,6 +293,10 @@ def main() -> None:
                 print(f"| {a} | " + " | ".join(f"{r[a][k]:.3f}" for k in ks_ok) + " |")
                 if a in r["decode_judge"]:  # the judge reads the 3x3 cell, not row and column apart (--axes does)
                     print(f"| {a}, judge of the decode | " + " | ".join(f"{r['decode_judge'][a][k]:.3f}" for k in ks_ok) + " |")
+        if args.first_token and world == "shapes":
+            out["first_token_colour"] = r = {"tokenizer": path, "n": args.n, "n_train": args.first_token,
+                                             **first_token_colour(tok, args.first_token, args.n, args.world_seed or 1)}
+            print(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items() if k != "tokenizer"))
         if args.axes and world == "shapes":
             out["axes"] = r = {"tokenizer": path, **axis_check(tok, min(args.n, 256), args.world_seed or 1)}
             print("\n".join(f"{k}: {v:.3f}" for k, v in r.items() if k != "tokenizer"))
@@ -275,7 +311,7 @@ def main() -> None:
                                                           nums(args.decode_seeds, int), args.world_seed,
                                                           tuple(nums(args.noise_scales, float)) if args.noise_scales else (),
                                                           args.sweep_world)}
-        if (args.probe or args.sweep or args.axes or args.shape_confusion) and world == "shapes":
+        if (args.probe or args.sweep or args.axes or args.shape_confusion or args.first_token) and world == "shapes":
             continue
         res = recon_vs_k(tok, world, args.n, ks_ok, world_seed=args.world_seed if world == "shapes" else 0)
         out[f"psnr_{world}"] = {"tokenizer": path, "n": args.n, **res, "monotone": monotone(list(res["psnr_db"].values()))}
