@@ -453,3 +453,23 @@ def test_prior_nested_averages_the_prior_loss_over_every_power_of_two_prefix():
     assert tok.to_code.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="prior_nested"):
         small(prior_nested=True)
+
+
+def test_id_embed_starts_as_the_plain_decoder_and_gives_each_kept_id_its_own_reading():
+    tok = small(id_embed=True)
+    plain = small()
+    plain.load_state_dict({k: v for k, v in tok.state_dict().items() if not k.startswith("id_in.")})
+    ids = torch.randint(0, tok.vocab_size, (2, 8), generator=torch.Generator().manual_seed(0))
+    codes, keep = tok.fsq.ids_to_codes(ids), (torch.arange(8) < 3).expand(2, 8)
+    torch.testing.assert_close(tok._registers_in(codes, keep), plain._registers_in(codes, keep))  # zero-initialised
+    with torch.no_grad():
+        tok.id_in.weight[ids[0, 0]] = 1.0
+    changed = (tok._registers_in(codes, keep) - plain._registers_in(codes, keep)).abs().sum(-1) > 0
+    assert torch.equal(changed, keep & (ids == ids[0, 0])), "only kept slots holding that id read its row"
+    torch.manual_seed(0)
+    for p in tok.parameters():  # as if trained: the zero-initialised output and gates would stop every gradient
+        if p.dim() > 1 and p.abs().sum() == 0:
+            torch.nn.init.normal_(p, std=0.2)
+    tok.loss(blobs(2))[0].backward()
+    rows = tok.id_in.weight.grad.abs().sum(-1).nonzero().flatten()
+    assert len(rows) > 0 and set(rows.tolist()) <= set(tok.encode(blobs(2)).ids.flatten().tolist()), "the encoded ids learn"

@@ -19,7 +19,7 @@ def scenes(n: int) -> torch.Tensor:
 
 def trained_like() -> torch.nn.Module:
     """A tiny FlexTok with every reader of the codes switched on and no zero-initialised layer left at zero."""
-    tok = mmgen.create_tokenizer("flextok-tiny", **SMALL, levels=[4, 3], prior_mlp=16, code_mlp=16, coarse_weight=1.0)
+    tok = mmgen.create_tokenizer("flextok-tiny", **SMALL, levels=[4, 3], prior_mlp=16, code_mlp=16, coarse_weight=1.0, id_embed=True)
     torch.manual_seed(1)
     for p in tok.parameters():
         if p.dim() > 1 and p.abs().sum() == 0:

@@ -121,6 +121,10 @@ class FlexTokConfig:
     # codes at once (its own MSE, weight prior_weight); the decoder reads its patches beside the noisy ones (zero-initialised
     # input, so a fine-tune starts as the decoder it extends). A direct readout of the codes draws small shapes the flow
     # loss alone leaves unsure (bench/RESULTS.md, FlexTok); 0 = off
+    id_embed: bool = False  # the decoder also reads each kept token through a learned embedding of its id (zero-initialised,
+    # times sqrt(dim) as the Transformer scales its embeddings), beside the linear reading of its FSQ code: any id can mean
+    # its own picture without the network bending the code lattice into it, and Adam moves an id's row at the learning
+    # rate however weak that id's share of the loss is (unscaled, 2000 steps left the rows at ~1/70 of the code's reading)
     prior_weight: float = 1.0
     prior_nested: bool = False  # the prior's MSE on every power-of-two prefix of each sample at once (Matryoshka): the
     # first tokens get a training signal from every image instead of from the share that nested dropout cuts to them
@@ -194,6 +198,9 @@ class FlexTokTokenizer(FlexTokObjective, ImageTokenizer):
         # decoder: [registers (codes or the mask token) ; noisy patches] -> velocity of the patches
         self.code_in = nn.Linear(self.fsq.dim, cfg.decoder.dim)
         self.mask_token = nn.Parameter(torch.randn(cfg.decoder.dim) * 0.02)
+        if cfg.id_embed:
+            self.id_in = nn.Embedding(self.fsq.codebook_size, cfg.decoder.dim)
+            nn.init.zeros_(self.id_in.weight)  # a fine-tune starts as the decoder it extends
         self.reg_pos = nn.Parameter(torch.randn(K, cfg.decoder.dim) * 0.02)
         self.noisy_in = nn.Linear(pd, cfg.decoder.dim)
         self.time_embed = TimestepEmbedder(cfg.decoder.dim)
@@ -338,6 +345,8 @@ class FlexTokTokenizer(FlexTokObjective, ImageTokenizer):
     def _registers_in(self, codes: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Decoder register slots: the code of a kept token, else the mask token (+ slot embedding)."""
         x = self.code_in(codes.to(self.code_in.weight.dtype))
+        if self.config.id_embed:
+            x = x + self.id_in(self.fsq.codes_to_ids(codes.float())) * self.config.decoder.dim**0.5
         return torch.where(keep[..., None], x, self.mask_token.to(x.dtype)) + self.reg_pos
 
     @staticmethod

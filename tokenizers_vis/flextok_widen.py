@@ -58,6 +58,8 @@ def widen_fsq(tok: FlexTokTokenizer, extra_levels: Sequence[int], seed: int = 0)
     for key, (slots, keep_column) in readers.items():
         if key in state:
             state[key] = _zero_new_channels(state[key], slots, d_old, len(extra), keep_column)
+    if "id_in.weight" in state:  # a new id decodes as the old id it extends
+        state["id_in.weight"] = state["id_in.weight"][widen_id_map(tok.vocab_size, new.vocab_size)]
     new.load_state_dict(state)
     return new.to(next(tok.parameters()).dtype)
 
