@@ -117,14 +117,14 @@ class FlexTokConfig:
     # mask) and adds its summary to the noise level's AdaLN condition of every decoder block: a nonlinear reading of the
     # whole code, what an MLP probe of the codes does well, beside the per-register in-context tokens; the last layer
     # starts at zero (a fine-tune starts as the decoder it extends); 0 = off
-    prior_mlp: int = 0  # hidden width of a code prior: an MLP (two hidden layers) that redraws the whole grid from all kept
-    # codes at once (its own MSE, weight prior_weight); the decoder reads its patches beside the noisy ones (zero-initialised
-    # input, so a fine-tune starts as the decoder it extends). A direct readout of the codes draws small shapes the flow
-    # loss alone leaves unsure (bench/RESULTS.md, FlexTok); 0 = off
     id_embed: bool = False  # the decoder also reads each kept token through a learned embedding of its id (zero-initialised,
     # times sqrt(dim) as the Transformer scales its embeddings), beside the linear reading of its FSQ code: any id can mean
     # its own picture without the network bending the code lattice into it, and Adam moves an id's row at the learning
     # rate however weak that id's share of the loss is (unscaled, 2000 steps left the rows at ~1/70 of the code's reading)
+    prior_mlp: int = 0  # hidden width of a code prior: an MLP (two hidden layers) that redraws the whole grid from all kept
+    # codes at once (its own MSE, weight prior_weight); the decoder reads its patches beside the noisy ones (zero-initialised
+    # input, so a fine-tune starts as the decoder it extends). A direct readout of the codes draws small shapes the flow
+    # loss alone leaves unsure (bench/RESULTS.md, FlexTok); 0 = off
     prior_weight: float = 1.0
     prior_nested: bool = False  # the prior's MSE on every power-of-two prefix of each sample at once (Matryoshka): the
     # first tokens get a training signal from every image instead of from the share that nested dropout cuts to them
