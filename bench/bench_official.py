@@ -23,11 +23,13 @@ processes on a shared machine). Nothing of the official code is copied: it is im
 ``--precision`` picks the arithmetic: ``fp32`` (default; both sides), ``bf16`` (both sides under
 ``torch.autocast("cpu", bfloat16)``, which the bench adds around the official calls: their own AMP
 contexts are CUDA-only) or ``mmgen-bf16`` (mmgen under CPU autocast against the official code as it
-runs on a CPU, fp32). Weights, optimizer state and the loss stay fp32 on both sides.
+runs on a CPU, fp32). Weights, optimizer state and the loss stay fp32 on both sides. ``--compile``
+runs mmgen's transformer blocks through ``torch.compile`` (the official code has no compiled path).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
@@ -40,6 +42,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or as a module
 from official_pairs import FAMILIES, PRECISIONS  # noqa: E402
 from parity_official import official_code  # noqa: E402
+
+from mmgen.nn.transformer import compile_blocks  # noqa: E402
 
 DEFAULT_CASES = {"var": ["2:8", "16:1"], "llamagen": ["2:8", "B:1"], "rar": ["2:8", "B:1"]}
 
@@ -62,15 +66,19 @@ def time_pair(official, mmgen, rounds: int, warmup: int = 1) -> dict:
             "speedup_cpu_time": med([o / m for o, m in zip(cpu["official"], cpu["mmgen"])]), "wall_s": wall, "cpu_s": cpu}
 
 
-def run_case(family: str, size: str, batch: int, rounds: int, what: tuple[str, ...], precision: str = "fp32", adamw: str = "own") -> dict:
+def run_case(family: str, size: str, batch: int, rounds: int, what: tuple[str, ...], precision: str = "fp32", adamw: str = "own",
+             compile: bool = False) -> dict:
     pair = FAMILIES[family](size)
     gt, labels = pair.inputs(batch)
-    out = {"family": family, "size": size, "batch": batch, "precision": precision, "adamw": adamw, **pair.params(),
+    out = {"family": family, "size": size, "batch": batch, "precision": precision, "adamw": adamw, "compile": compile, **pair.params(),
            "logits_max_abs": pair.logits_max_abs(gt[:1], labels[:1])}
-    if "train" in what:
-        out["train"] = time_pair(*pair.train_steps(gt, labels, precision, adamw), rounds)
-    if "sample" in what:
-        out["sample"] = time_pair(*pair.sample_calls(labels, precision), rounds)
+    if compile:  # mmgen's blocks only; the warm-up round of time_pair pays the compilation (one graph per scale / cache length)
+        compile_blocks(pair.gen)
+    with torch._dynamo.config.patch(recompile_limit=64) if compile else contextlib.nullcontext():
+        if "train" in what:
+            out["train"] = time_pair(*pair.train_steps(gt, labels, precision, adamw), rounds)
+        if "sample" in what:
+            out["sample"] = time_pair(*pair.sample_calls(labels, precision), rounds)
     return out
 
 
@@ -98,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="bf16 autocast on both sides, on mmgen's only, or neither")
     p.add_argument("--adamw", default="own", choices=["own", "plain"],
                    help="own: each side's AdamW as its training script builds it (fused or not); plain: unfused on both")
+    p.add_argument("--compile", action="store_true", help="torch.compile mmgen's transformer blocks (a C++ compiler on the CPU); the official code stays eager")
     p.add_argument("--json", help="default: bench/results/official_speed_FAMILY.json")
     args = p.parse_args(argv)
     cases = [c.split(":") for c in args.cases or DEFAULT_CASES[args.family]]
@@ -108,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     with official_code(args.official_repo):
         for size, batch in cases:
-            results.append(run_case(args.family, size, int(batch), args.rounds, what, args.precision, args.adamw))
+            results.append(run_case(args.family, size, int(batch), args.rounds, what, args.precision, args.adamw, args.compile))
             print(json.dumps({k: v for k, v in results[-1].items() if k not in ("train", "sample")}), flush=True)
     print(table(results))
     out = Path(args.json or f"bench/results/official_speed_{args.family}.json")
