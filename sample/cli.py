@@ -24,6 +24,7 @@ from einops import rearrange
 from torchvision.utils import make_grid, save_image
 
 from mmgen.images import tile, write_video
+from mmgen.precision import warn_if_slow_bf16
 from mmgen.sampler import SamplerConfig
 
 __all__ = ["add_arguments", "add_sampler_arguments", "run", "save_samples", "save_videos", "sampler_from_args", "reproduce_command",
@@ -92,8 +93,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: on a terminal)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="bf16: sample under bf16 autocast (also on CPUs with AMX/AVX-512 bf16: ~2x faster at VAR-d16 size, "
-                        "bench/RESULTS.md; tokens can differ from fp32); auto/fp32: the weights' own precision")
+                   help="bf16: sample under bf16 autocast (on a CPU only with AMX/AVX-512 BF16: ~2x faster at VAR-d16 size; "
+                        "without them slower than fp32, with a warning; bench/RESULTS.md; tokens can differ from fp32); "
+                        "auto/fp32: the weights' own precision")
     add_sampler_arguments(p)
 
 
@@ -250,6 +252,8 @@ def run(args: argparse.Namespace) -> dict:
     _check_out(args.out, frames is not None)
     sampler = sampler_from_args(args, pipe.sampler, pipe.path)
     labels = [lab for lab in args.label for _ in range(args.n)] if args.label else None
+    if args.precision == "bf16":
+        warn_if_slow_bf16(pipe.generator.device, "--precision bf16")
     progress = Progress(args.progress)
     t0 = time.perf_counter()
     try:

@@ -27,6 +27,7 @@ from mmgen.config import from_dict, to_dict
 from mmgen.fs import writing
 from mmgen.modeling import ConfigModule
 from mmgen.nn.transformer import compile_blocks
+from mmgen.precision import warn_if_slow_bf16
 from mmgen.train import distributed as D
 from mmgen.train import fsdp as FS
 from mmgen.train.ema import EMA
@@ -178,6 +179,8 @@ class Trainer:
         self.optimizer = self._make_optimizer()
         use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
         self.autocast_dtype = torch.bfloat16 if use_bf16 else None
+        if cfg.precision == "bf16":
+            warn_if_slow_bf16(self.device, "train.precision=bf16")
         try:
             self._pass_step = "step" in inspect.signature(loss_fn).parameters
         except (TypeError, ValueError):  # callables without an inspectable signature
