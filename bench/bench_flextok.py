@@ -109,7 +109,7 @@ def shape_confusion(tok, n: int = 400, world_seed: int = 1) -> dict[str, int]:
     counts: Counter = Counter()
     for it, img in zip(items, rec):
         truth, found = parse_caption(it["caption"])[0], detect(img)
-        drawn = max(found, key=lambda o: o.area).as_object().shape if found else "none"
+        drawn = found[0].as_object().shape if found else "none"
         counts[f"{truth.size} {truth.shape}->{drawn}"] += 1
     return dict(sorted(counts.items()))
 
@@ -133,7 +133,7 @@ def axis_check(tok, n: int = 128, world_seed: int = 1, shift: int = 4) -> dict[s
            "ids_changed_shift_right": float((tok.encode(x.roll(shift, -1)).ids != ids).float().mean())}
     for steps in sorted({1, tok.config.flow_steps}):
         found = [detect(img) for img in tok.decode(ids, steps=steps)]
-        got = [max(d, key=lambda o: o.area).as_object().cell if d else (-1, -1) for d in found]
+        got = [d[0].as_object().cell if d else (-1, -1) for d in found]
         out[f"row_right_{steps}_steps"] = sum(g[0] == c[0] for g, c in zip(got, cells)) / n
         out[f"column_right_{steps}_steps"] = sum(g[1] == c[1] for g, c in zip(got, cells)) / n
     return out
@@ -162,7 +162,7 @@ def first_token_colour(tok, n_train: int, n: int = 256, world_seed: int = 1) -> 
     for i, c in zip(ids[:, 0].tolist(), colours):
         table[i][c] += 1
     ids, colours = first_ids(build_dataset("shapes:objects=1", size=tok.image_size, seed=world_seed, split="test"), n)
-    drawn = [max(d, key=lambda o: o.area).color if (d := detect(img)) else "none" for img in tok.decode(ids)]
+    drawn = [d[0].color if (d := detect(img)) else "none" for img in tok.decode(ids)]
     lookup = [table[i].most_common(1)[0][0] if i in table else None for i in ids[:, 0].tolist()]
     return {"distinct_first_ids": len(table), "purity": sum(max(c.values()) for c in table.values()) / n_train,
             "seen": sum(v is not None for v in lookup) / n, "lookup": sum(a == c for a, c in zip(lookup, colours)) / n,
